@@ -1,0 +1,309 @@
+"""Gateway configuration: one TOML file per gateway, validated field by field.
+
+Relative paths in a file are resolved against the file's own directory; those of the embedded
+default (what `make run` uses) against the current directory. Every invalid value is refused with
+`ConfigError` naming the field (`section.key`) and the reason. docs/configuration.md documents
+every field; `smgw-emu config default` prints the embedded default.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import re
+import tomllib
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+GATEWAY_ID_RE = re.compile(r"^E[0-9A-Z]{3}[0-9]{10}$")  # DIN 43863-5: E + 3-char maker + 10 digits
+
+DEFAULT_CONFIG_TOML = """\
+# smgw-emu gateway configuration (embedded default). Documented in docs/configuration.md.
+[gateway]
+id = "EXXX0012345678"
+state_dir = "var/gateway"
+pki_dir = "var/pki"
+
+[clock]
+mode = "real"            # real | virtual
+
+[wakeup]
+host = "127.0.0.1"
+port = 47110             # UDP; 0 picks a free port
+window_s = 60            # accepted age/future skew of a wake-up packet
+max_packet_bytes = 1024
+per_source_rate = 20.0   # signature checks per second and source address
+per_source_burst = 40
+
+[gwa]                    # the GWA's communication profile as personalised (DOMAIN.md §2)
+id = "GWA-TEST-0001"
+host = "127.0.0.1"
+management_port = 47111  # the GWA's TLS endpoint for the MANAGEMENT channel
+admin_service_url = "https://127.0.0.1:47112/admin-service/"
+info_report_url = "https://127.0.0.1:47112/info-report"
+tls_certificate = "gwa-tls.crt"         # file names in gateway.pki_dir
+signature_certificate = "gwa-sig.crt"
+encryption_certificate = "gwa-enc.crt"
+
+[channels]
+connect_timeout_s = 10
+idle_timeout_s = 300
+auth_timeout_s = 900
+max_session_lifetime_s = 172800   # 48 h, TR-03116-3
+retry_initial_s = 1
+retry_max_s = 300
+
+[tls]
+profile = "wan"
+allow_tls13 = false
+
+[policy]                 # our decisions where the normative text is not public (docs/decisions.md)
+auth_refused_status = 403
+max_request_bytes = 1048576
+xml_max_depth = 64
+"""
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message names the field and the reason."""
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    id: str
+    state_dir: Path
+    pki_dir: Path
+
+
+@dataclass(frozen=True)
+class ClockSection:
+    mode: str = "real"
+    start: _dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class WakeupSection:
+    host: str = "127.0.0.1"
+    port: int = 47110
+    window_s: int = 60
+    max_packet_bytes: int = 1024
+    per_source_rate: float = 20.0
+    per_source_burst: int = 40
+
+
+@dataclass(frozen=True)
+class GwaSection:
+    id: str
+    host: str
+    management_port: int
+    admin_service_url: str
+    info_report_url: str
+    tls_certificate: str = "gwa-tls.crt"
+    signature_certificate: str = "gwa-sig.crt"
+    encryption_certificate: str = "gwa-enc.crt"
+
+
+@dataclass(frozen=True)
+class ChannelsSection:
+    connect_timeout_s: float = 10
+    idle_timeout_s: float = 300
+    auth_timeout_s: float = 900
+    max_session_lifetime_s: float = 172800
+    retry_initial_s: float = 1
+    retry_max_s: float = 300
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    profile: str = "wan"
+    allow_tls13: bool = False
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    auth_refused_status: int = 403
+    max_request_bytes: int = 1048576
+    xml_max_depth: int = 64
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    gateway: GatewaySection
+    gwa: GwaSection
+    clock: ClockSection = field(default_factory=ClockSection)
+    wakeup: WakeupSection = field(default_factory=WakeupSection)
+    channels: ChannelsSection = field(default_factory=ChannelsSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    source: str = "<embedded default>"
+
+
+_SECTIONS = {
+    "gateway": GatewaySection, "gwa": GwaSection, "clock": ClockSection, "wakeup": WakeupSection,
+    "channels": ChannelsSection, "tls": TlsSection, "policy": PolicySection,
+}
+
+
+def _check_port(name: str, value: int, allow_zero: bool) -> None:
+    if not (0 if allow_zero else 1) <= value <= 65535:
+        raise ConfigError(f"{name}: port {value} is out of range ({0 if allow_zero else 1}..65535)")
+
+
+def _check_host(name: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value):
+        raise ConfigError(f"{name}: {value!r} is neither an IP address nor a host name")
+
+
+def _check_https_url(name: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"{name}: {value!r} must be an https:// URL with a host")
+
+
+def _coerce(section: str, key: str, expected: Any, value: Any) -> Any:
+    name = f"{section}.{key}"
+    if expected in ("int", int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if expected in ("float", float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if expected in ("bool", bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if expected in ("Path", Path):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{name}: expected a path, got {value!r}")
+        return Path(value)
+    if expected in ("_dt.datetime | None",):
+        if isinstance(value, _dt.datetime):
+            return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+        if isinstance(value, str):
+            try:
+                return _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}: expected an ISO 8601 date-time, got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+def parse_config(text: str, *, base_dir: Path | None = None, source: str = "<string>") -> GatewayConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown section (known: {', '.join(_SECTIONS)})")
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        values = raw.get(section)
+        if values is None:
+            if section in ("gateway", "gwa"):
+                raise ConfigError(f"{section}: section is required")
+            sections[section] = cls()
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: must be a table")
+        known = {f.name: f for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"{section}.{key}: unknown field (known: {', '.join(known)})")
+        kwargs = {}
+        for name, f in known.items():
+            if name in values:
+                kwargs[name] = _coerce(section, name, f.type, values[name])
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{section}.{name}: required field is missing")
+        sections[section] = cls(**kwargs)
+
+    gw: GatewaySection = sections["gateway"]
+    if not GATEWAY_ID_RE.match(gw.id):
+        raise ConfigError(f"gateway.id: {gw.id!r} is not a gateway id (DIN 43863-5, e.g. EXXX0012345678)")
+    if base_dir is not None:
+        gw = GatewaySection(gw.id, base_dir / gw.state_dir, base_dir / gw.pki_dir)
+        sections["gateway"] = gw
+    clock: ClockSection = sections["clock"]
+    if clock.mode not in ("real", "virtual"):
+        raise ConfigError(f"clock.mode: {clock.mode!r} must be 'real' or 'virtual'")
+    wake: WakeupSection = sections["wakeup"]
+    _check_host("wakeup.host", wake.host)
+    _check_port("wakeup.port", wake.port, allow_zero=True)
+    if not 1 <= wake.window_s <= 3600:
+        raise ConfigError(f"wakeup.window_s: {wake.window_s} must lie in 1..3600 seconds")
+    if not 64 <= wake.max_packet_bytes <= 65507:
+        raise ConfigError(f"wakeup.max_packet_bytes: {wake.max_packet_bytes} must lie in 64..65507")
+    if wake.per_source_rate <= 0 or wake.per_source_burst < 1:
+        raise ConfigError("wakeup.per_source_rate: rate and burst must be positive")
+    gwa: GwaSection = sections["gwa"]
+    _check_host("gwa.host", gwa.host)
+    _check_port("gwa.management_port", gwa.management_port, allow_zero=False)
+    _check_https_url("gwa.admin_service_url", gwa.admin_service_url)
+    _check_https_url("gwa.info_report_url", gwa.info_report_url)
+    ch: ChannelsSection = sections["channels"]
+    for f in fields(ch):
+        if getattr(ch, f.name) <= 0:
+            raise ConfigError(f"channels.{f.name}: must be a positive number of seconds")
+    if ch.max_session_lifetime_s > 48 * 3600:
+        raise ConfigError("channels.max_session_lifetime_s: TR-03116-3 allows at most 48 h (172800 s) on the WAN")
+    if ch.retry_initial_s > ch.retry_max_s:
+        raise ConfigError("channels.retry_initial_s: must not exceed channels.retry_max_s")
+    tls: TlsSection = sections["tls"]
+    if tls.profile not in ("wan",):
+        raise ConfigError(f"tls.profile: {tls.profile!r} is not a WAN TLS profile (wan)")
+    pol: PolicySection = sections["policy"]
+    if not 400 <= pol.auth_refused_status <= 499:
+        raise ConfigError("policy.auth_refused_status: must be a 4xx HTTP status")
+    if not 1024 <= pol.max_request_bytes <= 64 * 1024 * 1024:
+        raise ConfigError("policy.max_request_bytes: must lie in 1 KiB..64 MiB")
+    if not 8 <= pol.xml_max_depth <= 1000:
+        raise ConfigError("policy.xml_max_depth: must lie in 8..1000")
+    return GatewayConfig(**sections, source=source)
+
+
+def load_config(path: str | Path | None = None) -> GatewayConfig:
+    """Load a gateway configuration file, or the embedded default when `path` is None."""
+    if path is None:
+        return parse_config(DEFAULT_CONFIG_TOML, source="<embedded default>")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc}") from None
+    return parse_config(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def render_config(cfg: GatewayConfig) -> str:
+    """Write a configuration back as TOML (used by tests and `fleet` to make per-gateway files)."""
+    lines: list[str] = []
+    for section in _SECTIONS:
+        value = getattr(cfg, section)
+        lines.append(f"[{section}]")
+        for f in fields(value):
+            item = getattr(value, f.name)
+            if item is None:
+                continue
+            if isinstance(item, bool):
+                lines.append(f"{f.name} = {'true' if item else 'false'}")
+            elif isinstance(item, (int, float)):
+                lines.append(f"{f.name} = {item}")
+            elif isinstance(item, _dt.datetime):
+                lines.append(f'{f.name} = "{item.isoformat()}"')
+            else:
+                lines.append(f'{f.name} = "{item}"')
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,283 @@
+"""One emulated gateway: configuration, state, clock and network adapters wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from smgw_emu.app.api import ApiError, ApiRequest, ApiResponse, Router
+from smgw_emu.app.config import GatewayConfig
+from smgw_emu.app.journal import LEVEL_WARNING, Journal
+from smgw_emu.core.clock import Clock, make_clock
+from smgw_emu.core.session import SessionLimits
+from smgw_emu.core.wakeup import WakeUpVerifier
+from smgw_emu.net.admin_service import AdminServiceChannel
+from smgw_emu.net.info_report import InfoReportChannel
+from smgw_emu.net.management import ChannelError, ManagementChannel
+from smgw_emu.net.timers import Timers
+from smgw_emu.net.tls import PROFILES, PeerCheck, certificate_fingerprint, client_context
+from smgw_emu.net.wakeup_listener import RateLimits, WakeUpListener
+from smgw_emu.pki import PkiDir, PkiError
+from smgw_emu.store import StateStore
+
+log = logging.getLogger("smgw_emu.gateway")
+
+
+class GatewayStartError(Exception):
+    """The gateway cannot start; the message says why (no traceback for the user)."""
+
+
+@dataclass
+class GwaEndpoint:
+    """Where and who the GWA is: the communication profile of the GWA, as the gateway holds it."""
+
+    id: str
+    host: str
+    management_port: int
+    admin_service_url: str
+    info_report_url: str
+    tls_certificate_der: bytes
+    signature_certificate_der: bytes
+    encryption_certificate_der: bytes
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id, "host": self.host, "management_port": self.management_port,
+            "admin_service_url": self.admin_service_url, "info_report_url": self.info_report_url,
+            "tls_certificate": self.tls_certificate_der.hex(),
+            "signature_certificate": self.signature_certificate_der.hex(),
+            "encryption_certificate": self.encryption_certificate_der.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "GwaEndpoint":
+        return cls(
+            data["id"], data["host"], int(data["management_port"]), data["admin_service_url"],
+            data["info_report_url"], bytes.fromhex(data["tls_certificate"]),
+            bytes.fromhex(data["signature_certificate"]), bytes.fromhex(data["encryption_certificate"]),
+        )
+
+
+GWA_PROFILE_KEY = "gwa-communication-profile"
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.id = config.gateway.id
+        self.clock = clock or make_clock(config.clock.mode, config.clock.start)
+        self.timers = Timers(self.clock)
+        self.store: StateStore | None = None
+        self.journal: Journal | None = None
+        self.management: ManagementChannel | None = None
+        self._connecting: asyncio.Task | None = None
+        self.wakeup_listener: WakeUpListener | None = None
+        self.info_report: InfoReportChannel | None = None
+        self.admin_service: AdminServiceChannel | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.router: Router | None = None
+        self.channels_opened = 0
+
+    # -- start and stop ----------------------------------------------------------------------
+    async def start(self) -> None:
+        from smgw_emu.store import StoreError
+
+        cfg = self.config
+        try:
+            self.pki = PkiDir.open(cfg.gateway.pki_dir)
+        except PkiError as exc:
+            raise GatewayStartError(str(exc)) from None
+        try:
+            self.store = StateStore(cfg.gateway.state_dir)
+        except StoreError as exc:
+            raise GatewayStartError(str(exc)) from None
+        self.journal = Journal(self.store, self.clock, self.id)
+        self.gwa = self._load_or_seed_gwa_profile()
+        profile = PROFILES[cfg.tls.profile]
+        if cfg.tls.allow_tls13:
+            from dataclasses import replace
+
+            profile = replace(profile, allow_tls13=True)
+        try:
+            self.tls_context = client_context(
+                profile, chain=self.pki.chain_path("gateway-tls"), key=self.pki.key_path("gateway-tls"),
+                cafile=self.pki.root_ca,
+            )
+        except Exception as exc:  # TlsConfigError and friends: say it, don't trace it
+            raise GatewayStartError(f"TLS set-up failed: {exc}") from None
+        self.router = Router(journal=self.journal, auth_refused_status=cfg.policy.auth_refused_status)
+        self._install_routes(self.router)
+        self.info_report = InfoReportChannel(
+            store=self.store, url=self.gwa.info_report_url, ssl_context=self.tls_context,
+            peer_check=self.gwa_peer_check(), timers=self.timers, journal=self.journal,
+            retry_initial=cfg.channels.retry_initial_s, retry_max=cfg.channels.retry_max_s,
+        )
+        self.journal.on_event_enqueued.append(self.info_report.notify)
+        self.admin_service = AdminServiceChannel(
+            base_url=self.gwa.admin_service_url, ssl_context=self.tls_context, peer_check=self.gwa_peer_check(),
+            timers=self.timers, journal=self.journal, retry_initial=cfg.channels.retry_initial_s,
+            retry_max=cfg.channels.retry_max_s,
+        )
+        self.verifier = WakeUpVerifier(
+            self.id, [x509.load_der_x509_certificate(self.gwa.signature_certificate_der)],
+            window=_dt.timedelta(seconds=cfg.wakeup.window_s), max_size=cfg.wakeup.max_packet_bytes,
+        )
+        self._restore_nonces()
+        self.wakeup_listener = WakeUpListener(
+            self.verifier, on_accept=self._on_wakeup, on_reject=self._on_wakeup_rejected,
+            host=cfg.wakeup.host, port=cfg.wakeup.port, clock=self.clock.now, monotonic=self.clock.monotonic,
+            rate_limits=RateLimits(per_source_rate=cfg.wakeup.per_source_rate, per_source_burst=cfg.wakeup.per_source_burst),
+        )
+        try:
+            await self.wakeup_listener.start()
+        except OSError as exc:
+            raise GatewayStartError(f"cannot listen for wake-up packets on {cfg.wakeup.host}:{cfg.wakeup.port}: {exc.strerror or exc}") from None
+        self._tasks.append(asyncio.create_task(self.info_report.run(), name=f"{self.id}-info-report"))
+        self.journal("gateway-started", f"gateway {self.id} started; wake-up on {self.wakeup_address[0]}:{self.wakeup_address[1]}/udp")
+
+    async def stop(self) -> None:
+        if self.wakeup_listener:
+            await self.wakeup_listener.close()
+        if self.management and self.management.is_open:
+            self.management.close("gateway-stopping")
+            try:
+                await asyncio.wait_for(self.management.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                pass
+        for task in self._tasks + ([self._connecting] if self._connecting else []):
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self.store:
+            self.journal("gateway-stopped", f"gateway {self.id} stopped")
+            self.store.close()
+            self.store = None
+
+    @property
+    def wakeup_address(self) -> tuple[str, int]:
+        assert self.wakeup_listener is not None
+        return self.wakeup_listener.address
+
+    # -- the GWA's communication profile -----------------------------------------------------
+    def _load_or_seed_gwa_profile(self) -> GwaEndpoint:
+        assert self.store is not None
+        stored = self.store.get(GWA_PROFILE_KEY)
+        if stored:
+            return GwaEndpoint.from_json(stored)
+        gwa = self.config.gwa
+
+        def der(name: str) -> bytes:
+            path = self.pki.root / name
+            try:
+                cert = x509.load_pem_x509_certificate(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise GatewayStartError(f"gwa certificate {path} unreadable: {exc}") from None
+            return cert.public_bytes(serialization.Encoding.DER)
+
+        endpoint = GwaEndpoint(
+            gwa.id, gwa.host, gwa.management_port, gwa.admin_service_url, gwa.info_report_url,
+            der(gwa.tls_certificate), der(gwa.signature_certificate), der(gwa.encryption_certificate),
+        )
+        with self.store.transaction() as tx:
+            tx.set(GWA_PROFILE_KEY, endpoint.to_json())
+            self.journal("personalisation", f"GWA communication profile seeded from {self.config.source}", tx=tx,
+                         gwa=gwa.id, host=gwa.host, port=gwa.management_port)
+        return endpoint
+
+    def gwa_peer_check(self) -> PeerCheck:
+        return PeerCheck({certificate_fingerprint(self.gwa.tls_certificate_der)})
+
+    # -- wake-up (5.1) and MANAGEMENT channel (5.2) ------------------------------------------
+    def _on_wakeup(self, decision, addr) -> None:
+        assert self.store is not None and self.journal is not None
+        now = self.clock.now()
+        expires = self.verifier.seen_nonces().get(decision.content.nonce)
+        if expires is not None:
+            self.store.remember_nonce(decision.content.nonce, expires.isoformat(), now.isoformat())
+        if self.management_busy:
+            self.journal("wakeup-ignored", f"valid wake-up from {addr[0]} while a MANAGEMENT channel is open: no second channel",
+                         source=addr[0])
+            return
+        self.journal("wakeup-accepted", f"valid wake-up from {addr[0]}; connecting to the GWA at {self.gwa.host}:{self.gwa.management_port}",
+                     source=addr[0])
+        self._connecting = asyncio.create_task(self.connect_management("wakeup"))
+
+    def _on_wakeup_rejected(self, reason: str, addr, details=None) -> None:
+        assert self.journal is not None
+        self.journal("wakeup-rejected", f"wake-up from {addr[0]}:{addr[1]} rejected: {reason}",
+                     level=LEVEL_WARNING, outcome=1, reason=reason, source=addr[0])
+
+    def _restore_nonces(self) -> None:
+        assert self.store is not None
+        now = self.clock.now()
+        stored = self.store.nonces(now.isoformat())
+        self.verifier.restore_nonces({bytes(n): _dt.datetime.fromisoformat(t) for n, t in stored}, now)
+
+    @property
+    def management_busy(self) -> bool:
+        connecting = self._connecting is not None and not self._connecting.done()
+        return connecting or (self.management is not None and self.management.is_open)
+
+    async def connect_management(self, trigger: str = "api") -> ManagementChannel | None:
+        """Open the MANAGEMENT channel to the GWA of the communication profile."""
+        assert self.router is not None and self.journal is not None
+        ch = self.config.channels
+        channel = ManagementChannel(
+            host=self.gwa.host, port=self.gwa.management_port, ssl_context=self.tls_context,
+            peer_check=self.gwa_peer_check(), handler=self.router.handle_aiohttp, timers=self.timers,
+            limits=SessionLimits(ch.idle_timeout_s, ch.auth_timeout_s, ch.max_session_lifetime_s),
+            journal=self.journal, max_request_bytes=self.config.policy.max_request_bytes,
+            connect_timeout=ch.connect_timeout_s,
+        )
+        try:
+            await channel.open()
+        except ChannelError:
+            return None
+        self.management = channel
+        self.channels_opened += 1
+        return channel
+
+    # -- routes of this layer ----------------------------------------------------------------
+    def _install_routes(self, router: Router) -> None:
+        router.add("GET", r"/smgw/auth", self._get_auth, admin=False, name="auth-state")
+        router.add("POST", r"/smgw/auth", self._post_auth, admin=False, name="auth-establish")
+        router.add("DELETE", r"/smgw/auth", self._delete_auth, admin=False, name="auth-end")
+        router.add("GET", r"/smgw/info", self._get_info, name="gateway-info")
+
+    async def _get_auth(self, request: ApiRequest) -> ApiResponse:
+        channel = request.channel
+        state = "established" if channel and channel.authenticated() else "none"
+        return ApiResponse(200, _simple_xml("auth", state=state, gateway=self.id))
+
+    async def _post_auth(self, request: ApiRequest) -> ApiResponse:
+        assert request.channel is not None
+        problem = request.channel.reestablish_auth()
+        if problem:
+            raise ApiError(self.config.policy.auth_refused_status, "auth-refused", problem)
+        return ApiResponse(200, _simple_xml("auth", state="established", gateway=self.id))
+
+    async def _delete_auth(self, request: ApiRequest) -> ApiResponse:
+        assert request.channel is not None
+        request.channel.end_auth("ended-by-gwa")
+        return ApiResponse(200, _simple_xml("auth", state="none", gateway=self.id))
+
+    async def _get_info(self, request: ApiRequest) -> ApiResponse:
+        return ApiResponse(200, _simple_xml("gateway", id=self.id, time=self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")))
+
+
+def _simple_xml(tag: str, **attributes: str) -> bytes:
+    from lxml import etree
+
+    root = etree.Element(f"{{urn:smgw-emu:gateway:1}}{tag}", nsmap={None: "urn:smgw-emu:gateway:1"})
+    for key, value in attributes.items():
+        root.set(key, value)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -1,0 +1,227 @@
+"""The `smgw-emu` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _load_config(path: str | None):
+    from smgw_emu.app.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise CliError(f"invalid configuration: {exc}") from None
+
+
+# -- run --------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from smgw_emu.app.gateway import Gateway, GatewayStartError
+
+    config = _load_config(args.config)
+
+    async def main() -> None:
+        gateway = Gateway(config)
+        try:
+            await gateway.start()
+        except GatewayStartError as exc:
+            raise CliError(str(exc)) from None
+        host, port = gateway.wakeup_address
+        gwa = config.gwa
+        print(f"smgw-emu gateway {gateway.id} running (config: {config.source})", flush=True)
+        print(f"  wake-up listener     udp://{host}:{port}", flush=True)
+        print(f"  MANAGEMENT channel   opens to the GWA at {gwa.host}:{gwa.management_port} after a valid wake-up", flush=True)
+        print(f"  INFO-REPORT          {gwa.info_report_url}", flush=True)
+        print(f"  state                {config.gateway.state_dir}", flush=True)
+        config_arg = f" --config {args.config}" if args.config else ""
+        print(f"next, in another terminal: .venv/bin/smgw-emu gwa demo{config_arg}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping", flush=True)
+        await gateway.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+# -- pki --------------------------------------------------------------------------------------
+def cmd_pki_init(args: argparse.Namespace) -> int:
+    from smgw_emu.pki import Identities, PkiError, init_pki
+
+    ids = Identities()
+    if args.gateway_id:
+        ids.gateway = args.gateway_id
+    try:
+        pki = init_pki(args.directory, curve=args.curve, identities=ids, force=args.force)
+    except PkiError as exc:
+        raise CliError(str(exc)) from None
+    print(f"test SM-PKI ({pki.curve}) written to {pki.root}: {len(pki.manifest['files'])} files")
+    print(f"  check: openssl verify -CAfile {pki.root}/root-ca.crt -untrusted {pki.root}/sub-ca-gw.crt {pki.root}/gateway-tls.crt")
+    return 0
+
+
+# -- processes --------------------------------------------------------------------------------
+def cmd_processes(args: argparse.Namespace) -> int:
+    from smgw_emu.catalogue import CatalogueError, load
+
+    try:
+        catalogue = load()
+    except CatalogueError as exc:
+        raise CliError(f"process catalogue invalid: {exc}") from None
+    if args.json:
+        print(json.dumps(catalogue.to_json_list(), indent=2, ensure_ascii=False))
+    else:
+        print(catalogue.format_table())
+    return 0
+
+
+# -- config -----------------------------------------------------------------------------------
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load_config(args.file)
+    print(f"{config.source}: valid (gateway {config.gateway.id}, GWA {config.gwa.id} at {config.gwa.host}:{config.gwa.management_port})")
+    return 0
+
+
+def cmd_config_default(args: argparse.Namespace) -> int:
+    from smgw_emu.app.config import DEFAULT_CONFIG_TOML
+
+    print(DEFAULT_CONFIG_TOML, end="")
+    return 0
+
+
+# -- reference GWA ----------------------------------------------------------------------------
+def _gwa_setup(args: argparse.Namespace):
+    from smgw_emu.pki import PkiDir, PkiError
+
+    config = _load_config(args.config)
+    try:
+        pki = PkiDir.open(args.pki or config.gateway.pki_dir)
+    except PkiError as exc:
+        raise CliError(str(exc)) from None
+    return config, pki
+
+
+def cmd_gwa(args: argparse.Namespace) -> int:
+    from smgw_emu.reference.gwa import ChannelClosed, ReferenceGwa
+
+    config, pki = _gwa_setup(args)
+    service_port = urlsplit(config.gwa.info_report_url).port or 443
+
+    async def main() -> int:
+        gwa = ReferenceGwa(pki, host=config.gwa.host, management_port=config.gwa.management_port, service_port=service_port)
+        try:
+            await gwa.start()
+        except OSError as exc:
+            raise CliError(f"reference GWA cannot listen on {config.gwa.host}:{config.gwa.management_port}/{service_port}: {exc.strerror or exc}") from None
+        try:
+            target = (args.gateway_host or config.wakeup.host, args.gateway_port or config.wakeup.port)
+            print(f"reference GWA listening: MANAGEMENT {config.gwa.host}:{gwa.management_port}, service https://{config.gwa.host}:{gwa.service_port}/")
+            if args.action == "serve":
+                print("waiting for channels and reports (Ctrl-C ends)")
+                stop = asyncio.Event()
+                asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+                await stop.wait()
+                return 0
+            print(f"wake-up -> {config.gateway.id} at udp://{target[0]}:{target[1]}")
+            try:
+                channel = await gwa.wake(target, config.gateway.id, timeout=args.timeout)
+            except asyncio.TimeoutError:
+                raise CliError(f"no MANAGEMENT channel from {config.gateway.id} within {args.timeout}s "
+                               "(is the gateway running with this configuration?)") from None
+            print(f"MANAGEMENT channel from {channel.peer_id} ({channel.tls_version}, {channel.cipher})")
+            requests = [("GET", "/smgw/info"), ("GET", "/smgw/cosem")] if args.action == "demo" else [(args.method, args.path)]
+            body = Path(args.body).read_bytes() if getattr(args, "body", None) else b""
+            for method, path in requests:
+                try:
+                    response = await channel.request(method, path, body if args.action == "request" else b"")
+                except ChannelClosed as exc:
+                    raise CliError(f"channel closed: {exc}") from None
+                print(f"\n{method} {path} -> {response.status}\n{response.text}")
+            await channel.close()
+            print("\ntranscript:\n" + gwa.transcript.format())
+            return 0
+        finally:
+            await gwa.stop()
+
+    return asyncio.run(main())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smgw-emu", description="A virtual Smart Meter Gateway (SMGW).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start one emulated gateway")
+    run.add_argument("--config", help="gateway configuration file (TOML); default: the embedded one")
+    run.set_defaults(func=cmd_run)
+
+    pki = sub.add_parser("pki", help="test SM-PKI")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True)
+    init = pki_sub.add_parser("init", help="write a complete test SM-PKI into DIR")
+    init.add_argument("directory")
+    init.add_argument("--curve", default="brainpoolP256r1",
+                      help="brainpoolP256r1 (default), brainpoolP384r1, brainpoolP512r1, P-256 or P-384")
+    init.add_argument("--gateway-id", help="the gateway id in the gateway certificates (default EXXX0012345678)")
+    init.add_argument("--force", action="store_true", help="replace an existing PKI")
+    init.set_defaults(func=cmd_pki_init)
+
+    processes = sub.add_parser("processes", help="the Lastenheft process catalogue and its coverage")
+    processes.add_argument("--json", action="store_true", help="print a JSON list")
+    processes.set_defaults(func=cmd_processes)
+
+    config = sub.add_parser("config", help="gateway configuration files")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+    default = config_sub.add_parser("default", help="print the embedded default configuration")
+    default.set_defaults(func=cmd_config_default)
+
+    gwa = sub.add_parser("gwa", help="the reference GWA")
+    gwa_sub = gwa.add_subparsers(dest="action", required=True)
+    for name, text in (("demo", "wake the gateway, discover it, print the transcript"),
+                       ("serve", "run the GWA endpoints and wait"),
+                       ("request", "wake the gateway and send one request")):
+        p = gwa_sub.add_parser(name, help=text)
+        p.add_argument("--config", help="the gateway's configuration file (for addresses and ids)")
+        p.add_argument("--pki", help="PKI directory (default: gateway.pki_dir of the configuration)")
+        p.add_argument("--gateway-host", help="wake-up address of the gateway")
+        p.add_argument("--gateway-port", type=int, help="wake-up port of the gateway")
+        p.add_argument("--timeout", type=float, default=10.0)
+        if name == "request":
+            p.add_argument("method")
+            p.add_argument("path")
+            p.add_argument("--body", help="file with the request body")
+        p.set_defaults(func=cmd_gwa)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"smgw-emu: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""The gateway's persistent state in SQLite (stdlib sqlite3).
+
+Rules that make it crash-safe:
+* every logical change is exactly one transaction (`with store.transaction() as tx:`), so after a
+  crash the state is either before or after a change, never in between;
+* WAL journal with `synchronous=FULL`: a change that `transaction()` returned from is on disk and
+  survives SIGKILL and power loss of the process (an acknowledged change is never lost);
+* the schema is versioned in `meta` and created in one transaction.
+
+What is stored: the COSEM objects of every logical device (profiles live there), key banks, the
+three logs, meter values, firmware slots, the INFO-REPORT outbox (reports are kept until the GWA
+has acknowledged them), wake-up nonces seen, and small key/value settings.
+
+The store is synchronous on purpose: one small transaction costs about a millisecond on this kind
+of machine, and keeping it on the event loop keeps the order of changes the order of requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ldevs (
+    kind TEXT NOT NULL, id TEXT NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (kind, id));
+CREATE TABLE IF NOT EXISTS objects (
+    ldev_kind TEXT NOT NULL, ldev_id TEXT NOT NULL, class_id INTEGER NOT NULL, obis TEXT NOT NULL,
+    attributes TEXT NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (ldev_kind, ldev_id, class_id, obis),
+    FOREIGN KEY (ldev_kind, ldev_id) REFERENCES ldevs (kind, id) ON DELETE CASCADE);
+CREATE TABLE IF NOT EXISTS key_banks (
+    bank TEXT PRIMARY KEY, state TEXT NOT NULL, material TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS log (
+    record INTEGER PRIMARY KEY AUTOINCREMENT, log TEXT NOT NULL, parent INTEGER,
+    level INTEGER NOT NULL, outcome INTEGER NOT NULL, ts TEXT NOT NULL, event TEXT NOT NULL,
+    message TEXT NOT NULL, details TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS log_by_log_ts ON log (log, ts);
+CREATE TABLE IF NOT EXISTS meter_values (
+    meter_id TEXT NOT NULL, obis TEXT NOT NULL, ts TEXT NOT NULL, value TEXT NOT NULL,
+    status TEXT NOT NULL, PRIMARY KEY (meter_id, obis, ts));
+CREATE TABLE IF NOT EXISTS firmware (
+    slot TEXT PRIMARY KEY, version TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL,
+    updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, kind TEXT NOT NULL,
+    created_at TEXT NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, seen_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """The state directory or database cannot be used."""
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    record: int
+    log: str
+    parent: int | None
+    level: int
+    outcome: int
+    ts: str
+    event: str
+    message: str
+    details: dict
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    ldev_kind: str
+    ldev_id: str
+    class_id: int
+    obis: str
+    attributes: Any
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    channel: str
+    kind: str
+    created_at: str
+    body: bytes
+    attempts: int
+    last_error: str
+
+
+LOG_NAMES = ("system", "consumer", "calibration")
+
+
+class Transaction:
+    """The writes of one logical change. Obtained from `StateStore.transaction()`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
+        return self._c.execute(sql, params)
+
+    # -- COSEM objects -----------------------------------------------------------------------
+    def put_ldev(self, kind: str, ldev_id: str, now: str) -> None:
+        self._c.execute(
+            "INSERT OR IGNORE INTO ldevs (kind, id, created_at) VALUES (?, ?, ?)", (kind, ldev_id, now)
+        )
+
+    def delete_ldev(self, kind: str, ldev_id: str) -> bool:
+        return self._c.execute("DELETE FROM ldevs WHERE kind=? AND id=?", (kind, ldev_id)).rowcount > 0
+
+    def put_object(self, kind: str, ldev_id: str, class_id: int, obis: str, attributes: Any, now: str) -> None:
+        self.put_ldev(kind, ldev_id, now)
+        self._c.execute(
+            "INSERT INTO objects (ldev_kind, ldev_id, class_id, obis, attributes, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ldev_kind, ldev_id, class_id, obis)"
+            " DO UPDATE SET attributes=excluded.attributes, updated_at=excluded.updated_at",
+            (kind, ldev_id, class_id, obis, json.dumps(attributes, sort_keys=True), now),
+        )
+
+    def delete_object(self, kind: str, ldev_id: str, class_id: int, obis: str) -> bool:
+        cur = self._c.execute(
+            "DELETE FROM objects WHERE ldev_kind=? AND ldev_id=? AND class_id=? AND obis=?",
+            (kind, ldev_id, class_id, obis),
+        )
+        return cur.rowcount > 0
+
+    # -- logs, outbox, key banks, settings ---------------------------------------------------
+    def append_log(
+        self, log: str, *, level: int, outcome: int, ts: str, event: str, message: str,
+        details: dict | None = None, parent: int | None = None,
+    ) -> int:
+        if log not in LOG_NAMES:
+            raise ValueError(f"unknown log {log!r}")
+        cur = self._c.execute(
+            "INSERT INTO log (log, parent, level, outcome, ts, event, message, details)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (log, parent, level, outcome, ts, event, message, json.dumps(details or {}, sort_keys=True)),
+        )
+        return int(cur.lastrowid)
+
+    def enqueue(self, channel: str, kind: str, body: bytes, now: str) -> int:
+        cur = self._c.execute(
+            "INSERT INTO outbox (channel, kind, created_at, body) VALUES (?, ?, ?, ?)",
+            (channel, kind, now, body),
+        )
+        return int(cur.lastrowid)
+
+    def put_key_bank(self, bank: str, state: str, material: dict, now: str) -> None:
+        self._c.execute(
+            "INSERT INTO key_banks (bank, state, material, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (bank) DO UPDATE SET state=excluded.state, material=excluded.material,"
+            " updated_at=excluded.updated_at",
+            (bank, state, json.dumps(material, sort_keys=True), now),
+        )
+
+    def set(self, key: str, value: Any) -> None:
+        self._c.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value, sort_keys=True)),
+        )
+
+    def put_meter_value(self, meter_id: str, obis: str, ts: str, value: str, status: str) -> None:
+        self._c.execute(
+            "INSERT OR REPLACE INTO meter_values (meter_id, obis, ts, value, status) VALUES (?, ?, ?, ?, ?)",
+            (meter_id, obis, ts, value, status),
+        )
+
+    def put_firmware(self, slot: str, version: str, state: str, detail: dict, now: str) -> None:
+        self._c.execute(
+            "INSERT OR REPLACE INTO firmware (slot, version, state, detail, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (slot, version, state, json.dumps(detail, sort_keys=True), now),
+        )
+
+
+class StateStore:
+    """One gateway's state database (`<state_dir>/state.sqlite3`)."""
+
+    FILE_NAME = "state.sqlite3"
+
+    def __init__(self, state_dir: str | os.PathLike) -> None:
+        self.state_dir = Path(state_dir)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create state directory {self.state_dir}: {exc.strerror or exc}") from None
+        if not os.access(self.state_dir, os.W_OK | os.X_OK):
+            raise StoreError(f"state directory {self.state_dir} is not writable")
+        self.path = self.state_dir / self.FILE_NAME
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per logical change.
+            self._c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._c.execute("PRAGMA journal_mode=WAL")
+            self._c.execute("PRAGMA synchronous=FULL")
+            self._c.execute("PRAGMA foreign_keys=ON")
+            self._c.execute("PRAGMA busy_timeout=5000")
+            with self.transaction() as tx:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    tx.execute(statement)
+                row = self._c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif str(row[0]).strip() != str(SCHEMA_VERSION):  # a string compare: no ValueError on junk
+                    raise StoreError(f"{self.path} has schema version {row[0]}, this build needs {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            self._close_quietly()
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from None
+        except BaseException:
+            self._close_quietly()  # e.g. the schema version is refused: do not leak the connection
+            raise
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "_c", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def close(self) -> None:
+        self._c.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One logical change: all of its writes commit together or not at all."""
+        self._c.execute("BEGIN IMMEDIATE")
+        try:
+            yield Transaction(self._c)
+            # COMMIT inside the try: if SQLite refuses it (deferred constraint, I/O error, busy),
+            # the change is rolled back instead of staying open and leaking into the next change.
+            self._c.execute("COMMIT")
+        except BaseException:
+            if self._c.in_transaction:  # SQLite may already have rolled back by itself
+                try:
+                    self._c.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original exception is the one worth reporting
+            raise
+
+    # -- reads -------------------------------------------------------------------------------
+    def ldevs(self) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self._c.execute("SELECT kind, id FROM ldevs ORDER BY kind, id")]
+
+    def objects(self, kind: str | None = None, ldev_id: str | None = None) -> list[StoredObject]:
+        sql = "SELECT ldev_kind, ldev_id, class_id, obis, attributes, updated_at FROM objects"
+        params: tuple = ()
+        if kind is not None:
+            sql += " WHERE ldev_kind=?" + (" AND ldev_id=?" if ldev_id is not None else "")
+            params = (kind,) + ((ldev_id,) if ldev_id is not None else ())
+        rows = self._c.execute(sql + " ORDER BY ldev_kind, ldev_id, class_id, obis", params)
+        return [StoredObject(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+
+    def logs(self, log: str = "system", *, since_record: int = 0, limit: int = 1000) -> list[LogEntry]:
+        rows = self._c.execute(
+            "SELECT record, log, parent, level, outcome, ts, event, message, details FROM log"
+            " WHERE log=? AND record>? ORDER BY record LIMIT ?",
+            (log, since_record, limit),
+        )
+        return [LogEntry(*r[:8], json.loads(r[8])) for r in rows]
+
+    def pending(self, channel: str, limit: int = 100) -> list[OutboxItem]:
+        rows = self._c.execute(
+            "SELECT id, channel, kind, created_at, body, attempts, last_error FROM outbox"
+            " WHERE channel=? ORDER BY id LIMIT ?",
+            (channel, limit),
+        )
+        return [OutboxItem(*r) for r in rows]
+
+    def acknowledge(self, item_id: int) -> None:
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM outbox WHERE id=?", (item_id,))
+
+    def record_attempt(self, item_id: int, error: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE id=?", (error, item_id))
+
+    def key_banks(self) -> dict[str, tuple[str, dict]]:
+        rows = self._c.execute("SELECT bank, state, material FROM key_banks ORDER BY bank")
+        return {r[0]: (r[1], json.loads(r[2])) for r in rows}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._c.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def meter_values(self, meter_id: str, obis: str, from_ts: str = "", to_ts: str = "\uffff") -> list[tuple[str, str, str]]:
+        rows = self._c.execute(
+            "SELECT ts, value, status FROM meter_values WHERE meter_id=? AND obis=? AND ts>=? AND ts<? ORDER BY ts",
+            (meter_id, obis, from_ts, to_ts),
+        )
+        return [tuple(r) for r in rows]
+
+    def firmware(self) -> dict[str, tuple[str, str, dict]]:
+        rows = self._c.execute("SELECT slot, version, state, detail FROM firmware ORDER BY slot")
+        return {r[0]: (r[1], r[2], json.loads(r[3])) for r in rows}
+
+    def count(self, table: str) -> int:
+        if table not in {"ldevs", "objects", "key_banks", "log", "meter_values", "firmware", "outbox", "nonces", "kv"}:
+            raise ValueError(table)
+        return int(self._c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    # -- wake-up nonces (replay protection across restarts) ----------------------------------
+    def remember_nonce(self, nonce: bytes, seen_at: str, forget_before: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM nonces WHERE seen_at < ?", (forget_before,))
+            tx.execute("INSERT OR REPLACE INTO nonces (nonce, seen_at) VALUES (?, ?)", (nonce, seen_at))
+
+    def nonces(self, since: str) -> list[tuple[bytes, str]]:
+        return [tuple(r) for r in self._c.execute("SELECT nonce, seen_at FROM nonces WHERE seen_at >= ?", (since,))]
