@@ -1,9 +1,18 @@
-"""End-to-end fixtures: a real gateway and the reference GWA on loopback, real TLS, real PKI."""
+"""End-to-end fixtures: a real gateway and the reference GWA on loopback, real TLS, real PKI.
+
+Transcripts: the reference GWA records every message it sees on the wire (channels wakeup,
+management, admin-service, info-report); the gateway's system log supplies what happens inside
+the gateway (channel "local", a fixed vocabulary of channel-level events). `assert_transcript`
+compares both with the catalogue entry of a figure, channel by channel.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as _dt
 import dataclasses
 from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,8 +22,14 @@ from smgw_emu.catalogue import load as load_catalogue
 from smgw_emu.core.clock import VirtualClock
 from smgw_emu.reference.gwa import ReferenceGwa
 
-#: Steps of subprocesses a process uses but does not repeat in its catalogue entry.
-INFRASTRUCTURE_STEPS = {"management-channel-closed"}
+#: Gateway system-log events that appear in transcripts as channel "local" steps.
+LOCAL_EVENTS = {
+    "wakeup-accepted", "wakeup-rejected", "wakeup-ignored",
+    "management-channel-opened", "management-channel-failed", "management-channel-closed",
+    "auth-established", "auth-ended", "auth-refused", "request-refused-no-auth",
+    "admin-service-channel-opened", "admin-service-channel-closed", "admin-service-fetch-failed",
+    "info-report-channel-opened", "info-report-channel-closed", "info-report-delivery-failed",
+}
 
 
 def gateway_config(pki, gwa: ReferenceGwa, state_dir, **sections):
@@ -41,41 +56,75 @@ async def gwa(pki):
         yield reference
 
 
+async def started(gateway: Gateway, gwa: ReferenceGwa) -> Gateway:
+    """Start, wait until the start-up event reached the GWA, then mark both transcripts."""
+    await gateway.start()
+    await gwa.wait_event("gateway-started", timeout=10)
+    await wait_for(lambda: gateway.info_report.idle.is_set())
+    mark(gateway, gwa)
+    return gateway
+
+
+def mark(gateway: Gateway, gwa: ReferenceGwa) -> None:
+    gwa.transcript.mark()
+    gateway.transcript_mark = gateway.store.logs("system", limit=1_000_000)[-1].record
+
+
 @pytest.fixture
 async def gateway(pki, gwa, tmp_path):
     gw = Gateway(gateway_config(pki, gwa, tmp_path / "state"))
-    await gw.start()
-    yield gw
+    yield await started(gw, gwa)
     await gw.stop()
 
 
 @pytest.fixture
 async def virtual_gateway(pki, gwa, tmp_path):
     """A gateway on a virtual clock: tests advance time instead of waiting."""
-    clock = VirtualClock()
+    clock = VirtualClock(_dt.datetime.now(_dt.timezone.utc))
     gw = Gateway(gateway_config(pki, gwa, tmp_path / "state", clock={"mode": "virtual"}), clock=clock)
-    await gw.start()
-    yield gw
+    yield await started(gw, gwa)
     await gw.stop()
+
+
+async def wait_for(condition, timeout: float = 10.0, interval: float = 0.01) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def local_steps(gateway: Gateway, since_record: int = 0) -> list[SimpleNamespace]:
+    return [
+        SimpleNamespace(step=e.event, channel="local")
+        for e in gateway.store.logs("system", since_record=since_record, limit=1_000_000)
+        if e.event in LOCAL_EVENTS
+    ]
 
 
 def per_channel(entries) -> dict[str, list[str]]:
     by_channel: dict[str, list[str]] = defaultdict(list)
     for entry in entries:
-        by_channel[entry.channel].append(entry.step)
+        by_channel[entry.channel].append(entry.step if hasattr(entry, "step") else entry.id)
     return dict(by_channel)
 
 
-def assert_transcript(figure: int, transcript_entries, *, ignore: set[str] = INFRASTRUCTURE_STEPS) -> None:
-    """The wire transcript equals the catalogue's steps for `figure`, channel by channel.
+def transcript_of(gateway: Gateway, gwa: ReferenceGwa) -> list:
+    """Everything since the last mark: the GWA's wire transcript plus the gateway's local steps."""
+    return list(gwa.transcript.since_mark()) + local_steps(gateway, getattr(gateway, "transcript_mark", 0))
+
+
+def assert_transcript(figure: int, gateway: Gateway, gwa: ReferenceGwa) -> None:
+    """The transcript since the last mark equals the catalogue's steps for `figure`, per channel.
 
     Channels run concurrently (an event may overtake the response that caused it), so order is
     compared within each channel, and the set of channels must be the same.
     """
     entry = load_catalogue().entry(figure)
     expected = per_channel(entry.steps)
-    seen = per_channel(e for e in transcript_entries if e.step not in ignore or e.step in entry.step_ids())
+    seen = per_channel(transcript_of(gateway, gwa))
     assert seen == expected, (
         f"figure {figure} ({entry.title_en}): transcript differs from the catalogue\n"
-        f"expected: {expected}\nseen:     {seen}"
+        f"expected: {expected}\nseen:     {seen}\n\n{gwa.transcript.format()}"
     )

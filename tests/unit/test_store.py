@@ -276,7 +276,7 @@ def test_nonces_remember_and_forget(store):
     store.remember_nonce(b"n2", "2026-01-01T01:00:00Z", "2025-12-31T00:00:00Z")
     assert sorted(store.nonces("")) == [(b"n1", "2026-01-01T00:00:00Z"), (b"n2", "2026-01-01T01:00:00Z")]
     assert store.nonces("2026-01-01T00:30:00Z") == [(b"n2", "2026-01-01T01:00:00Z")]
-    # remembering n3 forgets everything older than the cut-off, in the same transaction
+    # remembering n3 forgets every nonce that expired before "now", in the same transaction
     store.remember_nonce(b"n3", "2026-01-01T02:00:00Z", "2026-01-01T00:30:00Z")
     assert sorted(n for n, _ in store.nonces("")) == [b"n2", b"n3"]
     # seeing a nonce again refreshes it
@@ -312,7 +312,7 @@ def test_transaction_that_raises_rolls_back_all_writes(store):
             tx.put_meter_value("m", "o", NOW, "1", "ok")
             tx.put_firmware("active", "1", "ok", {}, NOW)
             tx.enqueue("gwa", "k", b"x", NOW)
-            tx.execute("INSERT INTO nonces (nonce, seen_at) VALUES (?, ?)", (b"n", NOW))
+            tx.execute("INSERT INTO nonces (nonce, expires_at) VALUES (?, ?)", (b"n", NOW))
             tx.set("keep", 2)
             tx.set("new", 3)
             raise Boom

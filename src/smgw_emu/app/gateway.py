@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from smgw_emu import __version__
 from smgw_emu.app.api import ApiError, ApiRequest, ApiResponse, Router
 from smgw_emu.app.config import GatewayConfig
 from smgw_emu.app.journal import LEVEL_WARNING, Journal
@@ -138,7 +139,9 @@ class Gateway:
         except OSError as exc:
             raise GatewayStartError(f"cannot listen for wake-up packets on {cfg.wakeup.host}:{cfg.wakeup.port}: {exc.strerror or exc}") from None
         self._tasks.append(asyncio.create_task(self.info_report.run(), name=f"{self.id}-info-report"))
-        self.journal("gateway-started", f"gateway {self.id} started; wake-up on {self.wakeup_address[0]}:{self.wakeup_address[1]}/udp")
+        # 6.5.3 "SMGW gestartet": logged and reported to the GWA on the INFO-REPORT channel.
+        self.journal.emit_now("gateway-started", f"gateway {self.id} started; wake-up on {self.wakeup_address[0]}:{self.wakeup_address[1]}/udp",
+                              firmware=__version__)
 
     async def stop(self) -> None:
         if self.wakeup_listener:
@@ -252,6 +255,7 @@ class Gateway:
         router.add("POST", r"/smgw/auth", self._post_auth, admin=False, name="auth-establish")
         router.add("DELETE", r"/smgw/auth", self._delete_auth, admin=False, name="auth-end")
         router.add("GET", r"/smgw/info", self._get_info, name="gateway-info")
+        router.add("POST", r"/smgw/admin-service/fetch", self._post_admin_service_fetch, name="admin-service-fetch")
 
     async def _get_auth(self, request: ApiRequest) -> ApiResponse:
         channel = request.channel
@@ -270,14 +274,40 @@ class Gateway:
         request.channel.end_auth("ended-by-gwa")
         return ApiResponse(200, _simple_xml("auth", state="none", gateway=self.id))
 
+    async def _post_admin_service_fetch(self, request: ApiRequest) -> ApiResponse:
+        """[ours] Make the gateway fetch a named resource over ADMIN-SERVICE (5.4/5.5) and report
+        its size and SHA-256: the diagnostic a lab uses to prove that path before a firmware
+        download (6.1) relies on it."""
+        import hashlib
+
+        from smgw_emu.core.xmlsafe import XmlInputError, parse_xml
+        from smgw_emu.net.admin_service import AdminServiceError
+
+        try:
+            root = parse_xml(request.body, max_depth=self.config.policy.xml_max_depth)
+        except XmlInputError as exc:
+            raise ApiError(400, exc.reason, f"request body: {exc}") from None
+        name = root.get("name", "")
+        if root.tag != f"{{{GATEWAY_NS}}}fetch" or not name:
+            raise ApiError(400, "bad-request", 'expected <fetch xmlns="urn:smgw-emu:gateway:1" name="..."/>', "name")
+        assert self.admin_service is not None
+        try:
+            data = await self.admin_service.fetch(name, max_bytes=self.config.policy.max_request_bytes * 64)
+        except AdminServiceError as exc:
+            raise ApiError(502, f"admin-service-{exc.reason}", str(exc)) from None
+        return ApiResponse(200, _simple_xml("fetched", name=name, size=str(len(data)), sha256=hashlib.sha256(data).hexdigest()))
+
     async def _get_info(self, request: ApiRequest) -> ApiResponse:
         return ApiResponse(200, _simple_xml("gateway", id=self.id, time=self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")))
+
+
+GATEWAY_NS = "urn:smgw-emu:gateway:1"
 
 
 def _simple_xml(tag: str, **attributes: str) -> bytes:
     from lxml import etree
 
-    root = etree.Element(f"{{urn:smgw-emu:gateway:1}}{tag}", nsmap={None: "urn:smgw-emu:gateway:1"})
+    root = etree.Element(f"{{{GATEWAY_NS}}}{tag}", nsmap={None: GATEWAY_NS})
     for key, value in attributes.items():
         root.set(key, value)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -137,5 +137,7 @@ def make_clock(mode: str, start: _dt.datetime | None = None) -> RealClock | Virt
     if mode == "real":
         return RealClock()
     if mode == "virtual":
-        return VirtualClock(start)
+        # Without a start time a virtual clock starts at the real time, so that signed wake-ups
+        # and certificates made now are valid for it.
+        return VirtualClock(start or _dt.datetime.now(UTC))
     raise ValueError(f"unknown clock mode {mode!r} (real or virtual)")

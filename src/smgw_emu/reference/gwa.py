@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import h11
 from aiohttp import web
 from cryptography import x509
+from multidict import CIMultiDict
 
 from smgw_emu.core.events import Event, decode_event
 from smgw_emu.core.wakeup import build_wakeup
@@ -38,7 +39,7 @@ GWA, SMGW = "GWA", "SMGW"
 @dataclass
 class GwaResponse:
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body: bytes
 
     @property
@@ -107,7 +108,7 @@ class GwaChannel:
             return response
 
     async def _read_response(self) -> GwaResponse:
-        status, headers, body = 0, {}, bytearray()
+        status, headers, body = 0, CIMultiDict(), bytearray()
         while True:
             event = self._conn.next_event()
             if event is h11.NEED_DATA:
@@ -119,7 +120,7 @@ class GwaChannel:
                 continue
             if isinstance(event, h11.Response):
                 status = event.status_code
-                headers = {k.decode(): v.decode() for k, v in event.headers}
+                headers = CIMultiDict((k.decode(), v.decode()) for k, v in event.headers)
             elif isinstance(event, h11.Data):
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):

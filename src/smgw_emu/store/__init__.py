@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, kind TEXT NOT NULL,
     created_at TEXT NOT NULL, body BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, seen_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nonces (nonce BLOB PRIMARY KEY, expires_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -308,10 +308,12 @@ class StateStore:
         return int(self._c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     # -- wake-up nonces (replay protection across restarts) ----------------------------------
-    def remember_nonce(self, nonce: bytes, seen_at: str, forget_before: str) -> None:
+    def remember_nonce(self, nonce: bytes, expires_at: str, now: str) -> None:
+        """Keep `nonce` refused until `expires_at`; forget nonces that expired before `now`."""
         with self.transaction() as tx:
-            tx.execute("DELETE FROM nonces WHERE seen_at < ?", (forget_before,))
-            tx.execute("INSERT OR REPLACE INTO nonces (nonce, seen_at) VALUES (?, ?)", (nonce, seen_at))
+            tx.execute("DELETE FROM nonces WHERE expires_at < ?", (now,))
+            tx.execute("INSERT OR REPLACE INTO nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at))
 
-    def nonces(self, since: str) -> list[tuple[bytes, str]]:
-        return [tuple(r) for r in self._c.execute("SELECT nonce, seen_at FROM nonces WHERE seen_at >= ?", (since,))]
+    def nonces(self, valid_at: str) -> list[tuple[bytes, str]]:
+        """Nonces still refused at `valid_at`, with the time until which they are."""
+        return [tuple(r) for r in self._c.execute("SELECT nonce, expires_at FROM nonces WHERE expires_at >= ?", (valid_at,))]
