@@ -29,6 +29,7 @@ LOCAL_EVENTS = {
     "auth-established", "auth-ended", "auth-refused", "request-refused-no-auth",
     "admin-service-channel-opened", "admin-service-channel-closed", "admin-service-fetch-failed",
     "info-report-channel-opened", "info-report-channel-closed", "info-report-delivery-failed",
+    "cms-container-opened", "cms-container-sealed",  # 5.10 / 5.11
 }
 
 

@@ -139,13 +139,14 @@ async def openssl_peer():
             await process.kill()
 
 
-def s_server_args(pki: PkiDir, port: int, *extra: str, entity: str = "gwa") -> list[str]:
-    """`openssl s_server` as a GWA of `pki`: mutual TLS 1.2, one connection, then exit."""
+def s_server_args(pki: PkiDir, port: int, *extra: str, entity: str = "gwa", version: str = "-tls1_2") -> list[str]:
+    """`openssl s_server` as a GWA of `pki`: mutual TLS (1.2 unless `version` says otherwise),
+    one connection, then exit."""
     return [
         "s_server", "-accept", f"{HOST}:{port}", "-naccept", "1",
         "-cert", str(pki.cert_path(f"{entity}-tls")), "-key", str(pki.key_path(f"{entity}-tls")),
         "-cert_chain", str(pki.root / "sub-ca-emt.crt"), "-CAfile", str(pki.ca_bundle),
-        "-Verify", "3", "-verify_return_error", "-tls1_2", *extra,
+        "-Verify", "3", "-verify_return_error", version, *extra,
     ]
 
 
@@ -197,3 +198,35 @@ def persistent_state(gateway: Gateway) -> dict[str, list[tuple]]:
         return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() for table in PERSISTENT_TABLES}
     finally:
         conn.close()
+
+
+def write_identity(directory: Path, name: str, cert, key, chain: list) -> tuple[Path, Path]:
+    """Write a certificate (+ its chain) and key as PEM files; returns (chain file, key file)."""
+    from cryptography.hazmat.primitives import serialization
+
+    def pem(c) -> bytes:
+        return c.public_bytes(serialization.Encoding.PEM)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.crt").write_bytes(pem(cert))
+    (directory / f"{name}.chain.pem").write_bytes(pem(cert) + b"".join(pem(c) for c in chain))
+    (directory / f"{name}.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return directory / f"{name}.chain.pem", directory / f"{name}.key"
+
+
+def rsa_gwa_identity(pki: PkiDir, directory: Path) -> tuple[Path, Path]:
+    """An RSA-2048 TLS certificate for the GWA's name, issued by the SM-PKI's EMT sub-CA: what a
+    peer that can only do RSA suites presents."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from smgw_emu.pki import issue_certificate
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca = pki.cert("sub-ca-emt")
+    cert = issue_certificate(
+        subject_cn=pki.identities.gwa, org_unit="gwa-tls", public_key=key.public_key(),  # type: ignore[arg-type]
+        issuer_cert=ca, issuer_key=pki.key("sub-ca-emt"), san_ip=(HOST,),
+    )
+    return write_identity(directory, "gwa-tls-rsa", cert, key, [ca])

@@ -45,7 +45,7 @@ def test_schema_created_with_version(tmp_path):
 
 
 def test_pragmas_for_durability(store):
-    assert store._c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._c.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: SIGKILL-safe in WAL
     assert store._c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
@@ -403,3 +403,16 @@ def test_state_survives_close_and_reopen(tmp_path):
             assert tx.enqueue("gwa", "r", b"b2", NOW) > item
     finally:
         r.close()
+
+
+def test_power_loss_durability_uses_full_sync(tmp_path):
+    store = StateStore(tmp_path / "full", durability="power-loss")
+    try:
+        assert store._c.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        store.close()
+
+
+def test_unknown_durability_refused(tmp_path):
+    with pytest.raises(StoreError, match="durability"):
+        StateStore(tmp_path / "x", durability="sometimes")

@@ -104,12 +104,16 @@ class Router:
                 return await route.handler(request)
             except ApiError as exc:
                 self._journal("request-failed", f"{request.method} {request.path}: {exc.status} {exc.code}: {exc}",
-                              level=2, outcome=1, code=exc.code, status=exc.status)
+                              level=2, outcome=1, code=exc.code, status=exc.status,
+                              **({"field": exc.field_name} if exc.field_name else {}))
                 return error(exc.status, exc.code, str(exc), exc.field_name)
         if allowed:
+            self._journal("request-failed", f"{request.method} {request.path}: 405 method not allowed", level=2, outcome=1,
+                          code="method-not-allowed", status=405)
             return ApiResponse(405, error_body("method-not-allowed", f"{request.method} is not allowed on {request.path}"),
                                headers={"Allow": ", ".join(sorted(set(allowed)))})
-        self._journal("request-failed", f"{request.method} {request.path}: 404 unknown resource", level=2, outcome=1)
+        self._journal("request-failed", f"{request.method} {request.path}: 404 unknown resource", level=2, outcome=1,
+                      code="unknown-resource", status=404)
         return error(404, "unknown-resource", f"no resource {request.path}")
 
     async def handle_aiohttp(self, raw: BaseRequest, channel: "ManagementChannel") -> web.StreamResponse:
@@ -117,7 +121,8 @@ class Router:
         try:
             body = await raw.read()
         except web.HTTPRequestEntityTooLarge as exc:
-            self._journal("request-failed", f"{raw.method} {raw.path}: body too large", level=2, outcome=1)
+            self._journal("request-failed", f"{raw.method} {raw.path}: body too large", level=2, outcome=1,
+                          code="body-too-large", status=413)
             return _to_aiohttp(error(413, "body-too-large", str(exc.text or "request body exceeds the limit")))
         request = ApiRequest(raw.method, raw.path, dict(raw.query), dict(raw.headers), body, channel=channel)
         return _to_aiohttp(await self.dispatch(request))

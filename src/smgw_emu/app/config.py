@@ -59,6 +59,9 @@ retry_max_s = 300
 profile = "wan"
 allow_tls13 = false
 
+[store]
+durability = "process-crash"   # process-crash (survives SIGKILL) | power-loss (fsync per change)
+
 [policy]                 # our decisions where the normative text is not public (docs/decisions.md)
 auth_refused_status = 403
 max_request_bytes = 1048576
@@ -122,6 +125,11 @@ class TlsSection:
 
 
 @dataclass(frozen=True)
+class StoreSection:
+    durability: str = "process-crash"
+
+
+@dataclass(frozen=True)
 class PolicySection:
     auth_refused_status: int = 403
     max_request_bytes: int = 1048576
@@ -136,13 +144,14 @@ class GatewayConfig:
     wakeup: WakeupSection = field(default_factory=WakeupSection)
     channels: ChannelsSection = field(default_factory=ChannelsSection)
     tls: TlsSection = field(default_factory=TlsSection)
+    store: StoreSection = field(default_factory=StoreSection)
     policy: PolicySection = field(default_factory=PolicySection)
     source: str = "<embedded default>"
 
 
 _SECTIONS = {
     "gateway": GatewaySection, "gwa": GwaSection, "clock": ClockSection, "wakeup": WakeupSection,
-    "channels": ChannelsSection, "tls": TlsSection, "policy": PolicySection,
+    "channels": ChannelsSection, "tls": TlsSection, "store": StoreSection, "policy": PolicySection,
 }
 
 
@@ -263,6 +272,8 @@ def parse_config(text: str, *, base_dir: Path | None = None, source: str = "<str
     tls: TlsSection = sections["tls"]
     if tls.profile not in ("wan",):
         raise ConfigError(f"tls.profile: {tls.profile!r} is not a WAN TLS profile (wan)")
+    if sections["store"].durability not in ("process-crash", "power-loss"):
+        raise ConfigError(f"store.durability: {sections['store'].durability!r} must be 'process-crash' or 'power-loss'")
     pol: PolicySection = sections["policy"]
     if not 400 <= pol.auth_refused_status <= 499:
         raise ConfigError("policy.auth_refused_status: must be a 4xx HTTP status")

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from smgw_emu import __version__
 from smgw_emu.app.api import ApiError, ApiRequest, ApiResponse, Router
 from smgw_emu.app.config import GatewayConfig
+from smgw_emu.app.cosem_api import CosemApi
 from smgw_emu.app.journal import LEVEL_WARNING, Journal
 from smgw_emu.core.clock import Clock, make_clock
 from smgw_emu.core.session import SessionLimits
@@ -65,6 +66,9 @@ class GwaEndpoint:
 
 
 GWA_PROFILE_KEY = "gwa-communication-profile"
+#: [ours] How long a wake-up that arrived during an open channel stays pending should that
+#: channel close (it crossed the GWA's close on the wire).
+PENDING_WAKEUP_GRACE_S = 2.0
 
 
 class Gateway:
@@ -83,6 +87,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self.router: Router | None = None
         self.channels_opened = 0
+        self._pending_wakeup_at: float | None = None
 
     # -- start and stop ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -94,7 +99,7 @@ class Gateway:
         except PkiError as exc:
             raise GatewayStartError(str(exc)) from None
         try:
-            self.store = StateStore(cfg.gateway.state_dir)
+            self.store = StateStore(cfg.gateway.state_dir, durability=cfg.store.durability)
         except StoreError as exc:
             raise GatewayStartError(str(exc)) from None
         self.journal = Journal(self.store, self.clock, self.id)
@@ -113,6 +118,9 @@ class Gateway:
             raise GatewayStartError(f"TLS set-up failed: {exc}") from None
         self.router = Router(journal=self.journal, auth_refused_status=cfg.policy.auth_refused_status)
         self._install_routes(self.router)
+        self.cosem = CosemApi(self)  # COSEM model, profiles, CMS on the wire (/smgw/cosem/...)
+        self.cosem.start()
+        self.cosem.install(self.router)
         self.info_report = InfoReportChannel(
             store=self.store, url=self.gwa.info_report_url, ssl_context=self.tls_context,
             peer_check=self.gwa_peer_check(), timers=self.timers, journal=self.journal,
@@ -207,8 +215,11 @@ class Gateway:
         if expires is not None:
             self.store.remember_nonce(decision.content.nonce, expires.isoformat(), now.isoformat())
         if self.management_busy:
-            self.journal("wakeup-ignored", f"valid wake-up from {addr[0]} while a MANAGEMENT channel is open: no second channel",
-                         source=addr[0])
+            # No second channel. But a GWA that has just closed the channel may wake us before
+            # the close reached us: keep the wake-up pending for a moment (docs/decisions.md).
+            self._pending_wakeup_at = self.clock.monotonic()
+            self.journal("wakeup-ignored", f"valid wake-up from {addr[0]} while a MANAGEMENT channel is open: no second channel"
+                         f" (pending {PENDING_WAKEUP_GRACE_S:g} s in case the channel is closing)", source=addr[0])
             return
         self.journal("wakeup-accepted", f"valid wake-up from {addr[0]}; connecting to the GWA at {self.gwa.host}:{self.gwa.management_port}",
                      source=addr[0])
@@ -247,7 +258,22 @@ class Gateway:
             return None
         self.management = channel
         self.channels_opened += 1
+        self._pending_wakeup_at = None
+        self._tasks.append(asyncio.create_task(self._after_channel(channel)))
         return channel
+
+    async def _after_channel(self, channel: ManagementChannel) -> None:
+        """Serve a wake-up that arrived while this channel was closing."""
+        await channel.wait_closed()
+        self._tasks = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        pending = self._pending_wakeup_at
+        if pending is None or channel.close_reason == "gateway-stopping":
+            return
+        self._pending_wakeup_at = None
+        if self.clock.monotonic() - pending <= PENDING_WAKEUP_GRACE_S and not self.management_busy:
+            assert self.journal is not None
+            self.journal("wakeup-pending-served", "channel closed right after a wake-up: connecting to the GWA for it")
+            self._connecting = asyncio.create_task(self.connect_management("wakeup"))
 
     # -- routes of this layer ----------------------------------------------------------------
     def _install_routes(self, router: Router) -> None:

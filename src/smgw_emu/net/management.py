@@ -29,6 +29,15 @@ Journal = Callable[..., None]
 RequestHandler = Callable[[BaseRequest, "ManagementChannel"], Awaitable[web.StreamResponse]]
 
 
+def tls_error(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason for a failed handshake, with the verification result when a certificate
+    was refused (CERTIFICATE_VERIFY_FAILED alone does not tell an expired certificate from one of
+    another root)."""
+    reason = exc.reason or type(exc).__name__
+    verify_message = getattr(exc, "verify_message", None)
+    return f"{reason}: {verify_message}" if verify_message else reason
+
+
 class ChannelError(Exception):
     """The channel could not be opened; `reason` is a stable code for logs and counters."""
 
@@ -104,9 +113,19 @@ class ManagementChannel:
                 self._connect_timeout,
             )
         except ssl.SSLError as exc:
-            raise self._fail("tls-handshake-failed", f"TLS handshake with GWA {self.host}:{self.port} failed: {exc.reason or exc}")
+            raise self._fail("tls-handshake-failed", f"TLS handshake with GWA {self.host}:{self.port} failed: {tls_error(exc)}",
+                             tls_error=tls_error(exc))
         except (OSError, asyncio.TimeoutError) as exc:
-            raise self._fail("connect-failed", f"cannot connect to GWA {self.host}:{self.port}: {exc or 'timeout'}")
+            if isinstance(exc, ConnectionResetError) and not exc.args:
+                # asyncio's SSL transport raises a bare ConnectionResetError when the peer closes
+                # during the handshake, e.g. an OpenSSL server that found no suite it may use.
+                raise self._fail("tls-handshake-failed", f"TLS handshake with GWA {self.host}:{self.port} failed: "
+                                 "the GWA closed the connection during the handshake", tls_error="closed-by-peer")
+            if isinstance(exc, asyncio.TimeoutError):
+                detail = f"no TLS connection within {self._connect_timeout:g} s"
+            else:  # str() of an exception may be empty: never log a reason without text
+                detail = str(exc) or type(exc).__name__
+            raise self._fail("connect-failed", f"cannot connect to GWA {self.host}:{self.port}: {detail}")
         self._transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         self.peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
@@ -129,8 +148,8 @@ class ManagementChannel:
         self._ready.set_result(None)
         self._arm_timer()
 
-    def _fail(self, reason: str, message: str) -> ChannelError:
-        self._journal("management-channel-failed", message, level=3, outcome=1, reason=reason)
+    def _fail(self, reason: str, message: str, **details: object) -> ChannelError:
+        self._journal("management-channel-failed", message, level=3, outcome=1, reason=reason, **details)
         return ChannelError(reason, message)
 
     async def _serve(self, request: BaseRequest) -> web.StreamResponse:
@@ -198,7 +217,12 @@ class ManagementChannel:
         if self.session and self.session.end_auth("channel-closed"):
             self._journal("auth-ended", "AUTH state ended (channel-closed)", reason="channel-closed")
         who = "by the gateway" if reason != "closed-by-gwa" else "by the GWA"
-        self._journal("management-channel-closed", f"MANAGEMENT channel closed {who} ({reason})", reason=reason)
+        if exc is None:
+            self._journal("management-channel-closed", f"MANAGEMENT channel closed {who} ({reason})", reason=reason)
+        else:  # e.g. the GWA's fatal TLS alert after the gateway refused its renegotiation
+            error = tls_error(exc) if isinstance(exc, ssl.SSLError) else (str(exc) or type(exc).__name__)
+            self._journal("management-channel-closed", f"MANAGEMENT channel closed {who} ({reason}): {error}",
+                          level=2, reason=reason, error=error)
         self.closed.set()
 
     async def wait_closed(self) -> None:

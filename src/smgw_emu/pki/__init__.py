@@ -311,3 +311,40 @@ def init_pki(
     }
     (root_dir / "pki.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return PkiDir(root_dir, manifest)
+
+
+def derive_gateway_pki(pki: PkiDir, directory: str | os.PathLike, gateway_id: str) -> PkiDir:
+    """A PKI directory for one more gateway of the same SM-PKI (fleet mode, benchmarks).
+
+    New gateway TLS/signature/encryption keys and certificates with `gateway_id` as subject,
+    issued by the same sub-CA; the CA certificates and the other participants' *certificates*
+    are copied. No CA key and no other participant's private key is copied.
+    """
+    import shutil
+
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    for name in pki.manifest["files"]:
+        if name.endswith(".key") or name.startswith("gateway-"):
+            continue
+        shutil.copyfile(pki.root / name, target / name)
+        files.append(name)
+    ca_cert, ca_key = pki.cert("sub-ca-gw"), pki.key("sub-ca-gw")
+    for usage in ("tls", "sig", "enc"):
+        digital_signature, key_agreement = USAGES[usage]
+        key = generate_key(pki.curve)
+        cert = issue_certificate(
+            subject_cn=gateway_id, org_unit=f"gateway-{usage}", public_key=key.public_key(),
+            issuer_cert=ca_cert, issuer_key=ca_key, digital_signature=digital_signature, key_agreement=key_agreement,
+            san_dns=("localhost",) if usage == "tls" else (), san_ip=("127.0.0.1", "::1") if usage == "tls" else (),
+        )
+        name = f"gateway-{usage}"
+        (target / f"{name}.crt").write_bytes(_pem(cert))
+        _write_pem_key(target / f"{name}.key", key)
+        (target / f"{name}.chain.pem").write_bytes(_pem(cert) + _pem(ca_cert))
+        files += [f"{name}.crt", f"{name}.key", f"{name}.chain.pem"]
+    identities = dict(pki.manifest.get("identities", {}), gateway=gateway_id)
+    manifest = {"format": 1, "curve": pki.curve, "identities": identities, "files": files, "derived_from": str(pki.root)}
+    (target / "pki.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return PkiDir(target, manifest)

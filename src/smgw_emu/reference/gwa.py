@@ -181,7 +181,8 @@ class ReferenceGwa:
         self.downloads: dict[str, bytes] = {}
         self.reports: list[ReceivedReport] = []
         self.report_status = 200  # what the INFO-REPORT endpoint answers; set to 503 to make the gateway retry
-        self._channels: asyncio.Queue[GwaChannel] = asyncio.Queue()
+        self._unclaimed: list[GwaChannel] = []  # accepted, not yet handed to a waiter
+        self._channel_arrived = asyncio.Condition()
         self.channels: list[GwaChannel] = []
         self._server: asyncio.Server | None = None
         self._runner: web.AppRunner | None = None
@@ -254,10 +255,12 @@ class ReferenceGwa:
         self.transcript.add(step, GWA, SMGW, "wakeup", f"{len(packet)} bytes to {gateway_addr[0]}:{gateway_addr[1]}")
         return packet
 
-    async def wake(self, gateway_addr: tuple[str, int], gateway_id: str, *, timeout: float = 10.0) -> GwaChannel:
-        """Send a wake-up and wait for the gateway's MANAGEMENT channel."""
+    async def wake(self, gateway_addr: tuple[str, int], gateway_id: str, *, timeout: float = 10.0,
+                   match_id: bool = False) -> GwaChannel:
+        """Send a wake-up and wait for the gateway's MANAGEMENT channel (with `match_id`, the
+        channel whose certificate names `gateway_id`: for several gateways behind one GWA)."""
         self.send_wakeup(gateway_addr, gateway_id)
-        return await self.wait_channel(timeout)
+        return await self.wait_channel(timeout, gateway_id=gateway_id if match_id else None)
 
     # -- MANAGEMENT channel (5.2, 5.3) -------------------------------------------------------
     async def _accept_management(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -265,13 +268,29 @@ class ReferenceGwa:
         self.transcript.add("management-tls-connect", SMGW, GWA, "management",
                             f"{channel.peer_id} {channel.tls_version} {channel.cipher}")
         self.channels.append(channel)
-        await self._channels.put(channel)
+        async with self._channel_arrived:
+            self._unclaimed.append(channel)
+            self._channel_arrived.notify_all()
 
-    async def wait_channel(self, timeout: float = 10.0) -> GwaChannel:
-        return await asyncio.wait_for(self._channels.get(), timeout)
+    async def wait_channel(self, timeout: float = 10.0, *, gateway_id: str | None = None) -> GwaChannel:
+        """The next MANAGEMENT channel (from `gateway_id`, when given: its TLS certificate's CN)."""
+        def claim() -> GwaChannel | None:
+            for channel in self._unclaimed:
+                if gateway_id is None or channel.peer_id == gateway_id:
+                    self._unclaimed.remove(channel)
+                    return channel
+            return None
+
+        async def wait() -> GwaChannel:
+            async with self._channel_arrived:
+                while (channel := claim()) is None:
+                    await self._channel_arrived.wait()
+                return channel
+
+        return await asyncio.wait_for(wait(), timeout)
 
     def pending_channels(self) -> int:
-        return self._channels.qsize()
+        return len(self._unclaimed)
 
     # -- service endpoint: ADMIN-SERVICE (5.4/5.5) and INFO-REPORT (5.6/5.7, 5.14) -----------
     def _peer_subject(self, request: web.Request) -> str:

@@ -188,6 +188,14 @@ class CosemObject:
     def __repr__(self) -> str:
         return f"CosemObject({self.cosem_class.name}, {self.obis})"
 
+    def copy(self) -> CosemObject:
+        """An independent copy: same class, OBIS code and access overrides, its own values."""
+        twin = object.__new__(CosemObject)
+        twin.cosem_class, twin.obis = self.cosem_class, self.obis
+        twin._attributes = self._attributes  # never changed after construction
+        twin._values = dict(self._values)
+        return twin
+
     @property
     def class_id(self) -> int:
         return self.cosem_class.class_id
@@ -415,6 +423,11 @@ class CosemModel:
         objects[obj.obis] = obj
         return obj
 
+    def replace_object(self, ldev: LogicalDevice, obj: CosemObject) -> CosemObject:
+        """Put ``obj`` at its OBIS code in ``ldev``, replacing whatever object is there."""
+        self._objects[self.ldev(ldev.kind, ldev.id).id][obj.obis] = obj
+        return obj
+
     def create_object(
         self,
         ldev: LogicalDevice,
@@ -431,6 +444,24 @@ class CosemModel:
         every given value except logical_name must be writable by it; None is the gateway itself.
         """
         self.ldev(ldev.kind, ldev.id)
+        return self.add_object(
+            ldev, self.build_object(class_id, obis, values, access_overrides=access_overrides, role=role)
+        )
+
+    def build_object(
+        self,
+        class_id: int,
+        obis: ObisCode,
+        values: Mapping[int, DlmsValue] | None = None,
+        *,
+        access_overrides: Mapping[int, Mapping[str, str]] | None = None,
+        role: str | None = None,
+    ) -> CosemObject:
+        """The checks of :meth:`create_object` without adding the object to any LDEV.
+
+        Lets a caller validate a proposed object first and change the model only after the
+        change was stored.
+        """
         cosem_class = self.definitions.cls(class_id)
         obj = CosemObject(cosem_class, obis, values, access_overrides=access_overrides)
         if role is not None:
@@ -444,7 +475,7 @@ class CosemModel:
                     raise ReadOnlyAttribute(f"{attr.name} is read-only, it cannot be given", field=attr.name)
                 if not attr.can_write(role):
                     raise AccessDenied(f"role {role} may not write {attr.name}", field=attr.name)
-        return self.add_object(ldev, obj)
+        return obj
 
     def object(self, ldev: LogicalDevice, class_id: int, obis: ObisCode) -> CosemObject:
         obj = self._objects[self.ldev(ldev.kind, ldev.id).id].get(obis)

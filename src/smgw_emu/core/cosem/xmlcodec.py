@@ -25,6 +25,7 @@ Documents::
       <attribute index="2" name="value"><double-long-unsigned>42</double-long-unsigned></attribute>
     </cosem-object>
     <attribute index="2" name="value">...one value...</attribute>
+    <method-result index="1" name="pair"><enum>1</enum></method-result>
     <error code="access-denied"><message>...</message><field>...</field></error>
     <ldev-list><ldev kind="meter" id="1XXX0012345678" href="/smgw/cosem/meter/1XXX0012345678"/></ldev-list>
     <object-list kind="meter" ldev="1XXX0012345678" href="...">
@@ -62,6 +63,8 @@ __all__ = [
     "object_to_xml",
     "object_from_xml",
     "ObjectDocument",
+    "method_result_to_xml",
+    "method_result_from_xml",
     "error_to_xml",
     "exception_to_xml",
     "error_from_xml",
@@ -144,8 +147,8 @@ def _obis_attr(element: etree._Element, path: str) -> ObisCode:
         raise BadObis(exc.message, field=f"{path}/@obis") from None
 
 
-def _parse(data: bytes, expected_root: str | None) -> tuple[etree._Element, str, str]:
-    root = parse_xml(data)
+def _parse(data: bytes, expected_root: str | None, limits: dict | None = None) -> tuple[etree._Element, str, str]:
+    root = parse_xml(data, **(limits or {}))
     name = _local(root, "/")
     path = f"/{name}"
     if expected_root is not None and name != expected_root:
@@ -265,8 +268,9 @@ def value_to_xml(value: DlmsValue) -> bytes:
     return _serialize(encode_value(value))
 
 
-def value_from_xml(data: bytes) -> DlmsValue:
-    root, name, path = _parse(data, None)
+def value_from_xml(data: bytes, **limits: int) -> DlmsValue:
+    """``limits``: ``max_bytes`` / ``max_depth`` for :func:`~smgw_emu.core.xmlsafe.parse_xml`."""
+    root, name, path = _parse(data, None, limits)
     return _decode(root, name, path)
 
 
@@ -295,12 +299,12 @@ def attribute_to_xml(index: int, name: str, value: DlmsValue) -> bytes:
     return _serialize(_attribute_element(None, index, name, value))
 
 
-def attribute_from_xml(data: bytes) -> tuple[int | None, DlmsValue]:
+def attribute_from_xml(data: bytes, **limits: int) -> tuple[int | None, DlmsValue]:
     """The body of a PUT of one attribute: ``<attribute index=..>value</attribute>`` or a bare value.
 
     Returns (index or None for a bare value, value); the caller checks the index against the path.
     """
-    root, name, path = _parse(data, None)
+    root, name, path = _parse(data, None, limits)
     if name != "attribute":
         return None, _decode(root, name, path)
     index = _int_attr(root, "index", path, 1, 255) if root.get("index") is not None else None
@@ -328,8 +332,8 @@ class ObjectDocument:
     names: dict[int, str] = field(default_factory=dict)  # as given in the document, if any
 
 
-def object_from_xml(data: bytes) -> ObjectDocument:
-    root, _, path = _parse(data, "cosem-object")
+def object_from_xml(data: bytes, **limits: int) -> ObjectDocument:
+    root, _, path = _parse(data, "cosem-object", limits)
     doc = ObjectDocument(_int_attr(root, "class-id", path, 0, 65535), _obis_attr(root, path))
     for child, cname, cpath in _children(root, path):
         if cname != "attribute":
@@ -341,6 +345,18 @@ def object_from_xml(data: bytes) -> ObjectDocument:
         if child.get("name") is not None:
             doc.names[index] = child.get("name")
     return doc
+
+
+def method_result_to_xml(index: int, name: str, value: DlmsValue) -> bytes:
+    """The body answering a method invocation: ``<method-result index=".." name="..">value</method-result>``."""
+    element = _root("method-result", {"index": str(index), "name": name})
+    _fill(etree.SubElement(element, _q(value.type_name)), value)
+    return _serialize(element)
+
+
+def method_result_from_xml(data: bytes) -> tuple[int, DlmsValue]:
+    root, _, path = _parse(data, "method-result")
+    return _int_attr(root, "index", path, 1, 255), _single_value(root, path)
 
 
 # ---------------------------------------------------------------------------------------------
