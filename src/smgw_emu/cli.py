@@ -30,8 +30,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from smgw_emu.app.gateway import Gateway, GatewayStartError
 
     config = _load_config(args.config)
+    logging.getLogger("smgw_emu").setLevel(logging.INFO)  # say what happens: wake-ups, channels, requests
 
     async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         gateway = Gateway(config)
         try:
             await gateway.start()
@@ -46,10 +51,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  state                {config.gateway.state_dir}", flush=True)
         config_arg = f" --config {args.config}" if args.config else ""
         print(f"next, in another terminal: .venv/bin/smgw-emu gwa demo{config_arg}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         print("stopping", flush=True)
         await gateway.stop()
@@ -160,6 +161,19 @@ def cmd_gwa(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+# -- api --------------------------------------------------------------------------------------
+def cmd_api_openapi(args: argparse.Namespace) -> int:
+    from smgw_emu.app.openapi import generate, render
+
+    text = render(generate())
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"OpenAPI document written to {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smgw-emu", description="A virtual Smart Meter Gateway (SMGW).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
@@ -207,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("path")
             p.add_argument("--body", help="file with the request body")
         p.set_defaults(func=cmd_gwa)
+
+    api = sub.add_parser("api", help="the MANAGEMENT-channel API")
+    api_sub = api.add_subparsers(dest="api_command", required=True)
+    openapi = api_sub.add_parser("openapi", help="print (or write) the OpenAPI document generated from the routes")
+    openapi.add_argument("--output", help="write to this file (docs/openapi.json) instead of standard output")
+    openapi.set_defaults(func=cmd_api_openapi)
     return parser
 
 
