@@ -23,7 +23,7 @@ run: $(STAMP) var/pki/pki.json
 
 ## make test: set up and run the whole suite
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
 
 ## make bench: benchmarks (figures, not assertions)
 bench: $(STAMP)

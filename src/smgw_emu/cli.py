@@ -63,8 +63,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_pki_init(args: argparse.Namespace) -> int:
     from smgw_emu.pki import Identities, PkiError, init_pki
 
+    from smgw_emu.app.config import GATEWAY_ID_RE
+
     ids = Identities()
     if args.gateway_id:
+        if not GATEWAY_ID_RE.match(args.gateway_id):
+            raise CliError(f"--gateway-id: {args.gateway_id!r} is not a gateway id (DIN 43863-5, e.g. EXXX0012345678)")
         ids.gateway = args.gateway_id
     try:
         pki = init_pki(args.directory, curve=args.curve, identities=ids, force=args.force)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from smgw_emu.core.cosem import ObisCode
 from smgw_emu.reference.cosem_client import (
     attribute_document,
     communication_profile_values,
@@ -14,7 +15,6 @@ from smgw_emu.reference.cosem_client import (
     profile_object_path,
     profile_path,
 )
-from smgw_emu.core.cosem import ObisCode
 
 from .cosem_flow import emt_profile, error_of, last_record, meter, open_channel, provision, system_events
 
@@ -110,7 +110,7 @@ async def test_unknown_addresses(gateway, gwa, pki):
         ("GET", f"/smgw/cosem/meter/{m}/28300-0000800002ff/attributes", 404, "unknown-resource"),
     ]
     before, mark = state(gateway), last_record(gateway)
-    body = object_document(1, ObisCode(0, 0, 96, 1, 0), {"value": None}) if False else profile_document("meter", meter_profile_values(pki))
+    body = profile_document("meter", meter_profile_values(pki))
     for method, path, status, code in cases:
         response = await channel.request(method, path, body if method == "POST" else b"")
         assert (response.status, error_of(response.body).code) == (status, code), (method, path, response.text)

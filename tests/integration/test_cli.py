@@ -171,3 +171,7 @@ def test_run_prints_addresses_and_gwa_demo_talks_to_it(tmp_path, pki):
         finally:
             if gateway.poll() is None:
                 gateway.kill()
+
+
+def test_pki_init_refuses_bad_gateway_id(tmp_path):
+    assert_one_clear_error(run("pki", "init", str(tmp_path / "p"), "--gateway-id", "gateway-1"), "--gateway-id")

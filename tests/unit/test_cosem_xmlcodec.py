@@ -277,3 +277,24 @@ def test_discovery_listings_round_trip(model):
         xc.ldev_list_from_xml(b'<ldev-list><ldev kind="meter"/></ldev-list>')
     with pytest.raises(CosemXmlError):
         xc.object_list_from_xml(b'<object-list kind="meter" ldev="m1"><ldev/></object-list>')
+
+
+@settings(max_examples=100, deadline=None)
+@given(values)
+def test_method_results_round_trip(value):
+    index, decoded = xc.method_result_from_xml(xc.method_result_to_xml(2, "crypto_reset", value))
+    assert index == 2 and decoded.same_as(value)
+
+
+def test_parse_limits_pass_through():
+    deep = b"<array>" * 20 + b"</array>" * 20
+    assert xc.value_from_xml(deep).type_name == "array"
+    with pytest.raises(UnsafeXmlError) as info:
+        xc.value_from_xml(deep, max_depth=16)
+    assert info.value.reason == "too-deep"
+    body = b'<cosem-object class-id="1" obis="0000010000ff"><attribute index="2">' + deep + b"</attribute></cosem-object>"
+    with pytest.raises(UnsafeXmlError):
+        xc.object_from_xml(body, max_depth=16)
+    with pytest.raises(UnsafeXmlError) as info:
+        xc.attribute_from_xml(b"<unsigned>1</unsigned>", max_bytes=10)
+    assert info.value.reason == "too-large"

@@ -36,6 +36,7 @@ def test_cli_writes_the_document(tmp_path, capsys):
     target = tmp_path / "openapi.json"
     assert main(["api", "openapi", "--output", str(target)]) == 0
     assert target.read_text(encoding="utf-8") == render(generate())
+    assert "written to" in capsys.readouterr().out
     assert main(["api", "openapi"]) == 0
     assert json.loads(capsys.readouterr().out)["openapi"] == "3.1.0"
 

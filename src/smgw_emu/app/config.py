@@ -254,8 +254,10 @@ def parse_config(text: str, *, base_dir: Path | None = None, source: str = "<str
         raise ConfigError(f"wakeup.window_s: {wake.window_s} must lie in 1..3600 seconds")
     if not 64 <= wake.max_packet_bytes <= 65507:
         raise ConfigError(f"wakeup.max_packet_bytes: {wake.max_packet_bytes} must lie in 64..65507")
-    if wake.per_source_rate <= 0 or wake.per_source_burst < 1:
-        raise ConfigError("wakeup.per_source_rate: rate and burst must be positive")
+    if wake.per_source_rate <= 0:
+        raise ConfigError(f"wakeup.per_source_rate: {wake.per_source_rate} must be positive")
+    if wake.per_source_burst < 1:
+        raise ConfigError(f"wakeup.per_source_burst: {wake.per_source_burst} must be at least 1")
     gwa: GwaSection = sections["gwa"]
     _check_host("gwa.host", gwa.host)
     _check_port("gwa.management_port", gwa.management_port, allow_zero=False)

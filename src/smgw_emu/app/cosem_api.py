@@ -79,7 +79,7 @@ CLOCK_OBIS = ObisCode(0, 0, 1, 0, 0)
 SYSTEM_LOG_OBIS = ObisCode(0, 0, 99, 98, 0)
 FIRMWARE_OBIS = ObisCode(1, 0, 0, 2, 0)
 #: The system-log object shows the most recent entries (selective access works within them).
-LOG_WINDOW = 10_000
+LOG_WINDOW = 1_000
 
 _PREFIX = r"/smgw/cosem"
 _LDEV = _PREFIX + r"/(?P<kind>[^/]+)/(?P<ldev>[^/]+)"
@@ -232,8 +232,10 @@ class CosemApi:
         return opened.content
 
     def _seal_if_asked(self, request: ApiRequest, response: ApiResponse) -> ApiResponse:
-        """5.11: sign with the gateway's signature key, encrypt for the GWA's encryption certificate."""
-        if response.status != 200 or not response.body or CMS not in _header(request, "accept").lower():
+        """5.11 on a GET with Accept: application/pkcs7-mime: sign with the gateway's signature key,
+        encrypt for the GWA's encryption certificate. Errors stay plain, so the GWA can read them."""
+        if (request.method != "GET" or response.status != 200 or not response.body
+                or CMS not in _header(request, "accept").lower()):
             return response
         gw = self.gateway
         recipient = x509.load_der_x509_certificate(gw.gwa.encryption_certificate_der)

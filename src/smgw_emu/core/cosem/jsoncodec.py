@@ -18,7 +18,7 @@ import math
 from datetime import datetime
 from typing import Any, Mapping
 
-from .definitions import AnySpec, ArraySpec, CosemClass, NullableSpec, PrimitiveSpec, StructureSpec, TypeSpec
+from .definitions import ArraySpec, CosemClass, NullableSpec, PrimitiveSpec, StructureSpec, TypeSpec
 from .errors import CosemTypeError
 from .model import CosemObject, ObisCode
 from .types import DlmsValue
