@@ -88,6 +88,7 @@ class Gateway:
         self.router: Router | None = None
         self.channels_opened = 0
         self._pending_wakeup_at: float | None = None
+        self._peer_check: PeerCheck | None = None
 
     # -- start and stop ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -205,24 +206,32 @@ class Gateway:
         return endpoint
 
     def gwa_peer_check(self) -> PeerCheck:
-        return PeerCheck({certificate_fingerprint(self.gwa.tls_certificate_der)})
+        """The check for the GWA of the current communication profile (new when that changes)."""
+        fingerprint = certificate_fingerprint(self.gwa.tls_certificate_der)
+        if self._peer_check is None or fingerprint not in self._peer_check.expected_fingerprints:
+            self._peer_check = PeerCheck({fingerprint})
+        return self._peer_check
 
     # -- wake-up (5.1) and MANAGEMENT channel (5.2) ------------------------------------------
     def _on_wakeup(self, decision, addr) -> None:
         assert self.store is not None and self.journal is not None
         now = self.clock.now()
         expires = self.verifier.seen_nonces().get(decision.content.nonce)
-        if expires is not None:
-            self.store.remember_nonce(decision.content.nonce, expires.isoformat(), now.isoformat())
-        if self.management_busy:
-            # No second channel. But a GWA that has just closed the channel may wake us before
-            # the close reached us: keep the wake-up pending for a moment (docs/decisions.md).
-            self._pending_wakeup_at = self.clock.monotonic()
-            self.journal("wakeup-ignored", f"valid wake-up from {addr[0]} while a MANAGEMENT channel is open: no second channel"
-                         f" (pending {PENDING_WAKEUP_GRACE_S:g} s in case the channel is closing)", source=addr[0])
+        busy = self.management_busy
+        with self.journal.together() as tx:  # the nonce and the log entry in one commit
+            if expires is not None:
+                tx.remember_nonce(decision.content.nonce, expires.isoformat(), now.isoformat())
+            if busy:
+                # No second channel. But a GWA that has just closed the channel may wake us before
+                # the close reached us: keep the wake-up pending for a moment (docs/decisions.md).
+                self._pending_wakeup_at = self.clock.monotonic()
+                self.journal("wakeup-ignored", f"valid wake-up from {addr[0]} while a MANAGEMENT channel is open: no second channel"
+                             f" (pending {PENDING_WAKEUP_GRACE_S:g} s in case the channel is closing)", source=addr[0])
+            else:
+                self.journal("wakeup-accepted", f"valid wake-up from {addr[0]}; connecting to the GWA at {self.gwa.host}:{self.gwa.management_port}",
+                             source=addr[0])
+        if busy:
             return
-        self.journal("wakeup-accepted", f"valid wake-up from {addr[0]}; connecting to the GWA at {self.gwa.host}:{self.gwa.management_port}",
-                     source=addr[0])
         self._connecting = asyncio.create_task(self.connect_management("wakeup"))
 
     def _on_wakeup_rejected(self, reason: str, addr, details=None) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from smgw_emu.core.clock import Clock
 from smgw_emu.core.events import Event, encode_event
@@ -31,6 +32,21 @@ class Journal:
         self.gateway_id = gateway_id
         self.counters: Counter[str] = Counter()
         self.on_event_enqueued: list[Callable[[], None]] = []
+        self._shared_tx: Transaction | None = None
+
+    @contextmanager
+    def together(self) -> Iterator[Transaction]:
+        """Entries logged inside this block go into one transaction (one commit, not several);
+        the block gets that transaction for writes of its own."""
+        if self._shared_tx is not None:
+            yield self._shared_tx
+            return
+        with self.store.transaction() as tx:
+            self._shared_tx = tx
+            try:
+                yield tx
+            finally:
+                self._shared_tx = None
 
     def _now(self) -> str:
         return self.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -44,6 +60,7 @@ class Journal:
         log.log(_PY_LEVEL.get(level, logging.INFO), "[%s] %s: %s", self.gateway_id, event, message)
         fields = dict(level=level, outcome=outcome, ts=self._now(), event=event, message=message,
                       details={k: str(v) for k, v in details.items()})
+        tx = tx or self._shared_tx
         if tx is not None:
             return tx.append_log(log_name, **fields)
         with self.store.transaction() as own:

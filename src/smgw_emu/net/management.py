@@ -12,6 +12,7 @@ moves bytes, runs timers and reports what happened through `journal`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from typing import Any, Awaitable, Callable
@@ -139,14 +140,24 @@ class ManagementChannel:
         now = self._timers.clock.monotonic()
         self.session = ManagementSession(self._limits, opened_at=now)
         cipher = ssl_object.cipher() if ssl_object else None
+        with self._together():
+            self._log_opened(ssl_object, cipher, now)
+        self._ready.set_result(None)
+        self._arm_timer()
+
+    def _together(self):
+        """One commit for several log entries, when the journal can do that."""
+        together = getattr(self._journal, "together", None)
+        return together() if together else contextlib.nullcontext()
+
+    def _log_opened(self, ssl_object, cipher, now: float) -> None:
+        assert self.session is not None
         self._journal(
             "management-channel-opened", f"MANAGEMENT channel to {self.host}:{self.port} open ({ssl_object.version()}, {cipher[0] if cipher else '?'})",
             peer=self.host, port=self.port, cipher=cipher[0] if cipher else "",
         )
         self.session.establish_auth(now)
         self._journal("auth-established", "AUTH state established with the GWA (peer certificate matches the communication profile)")
-        self._ready.set_result(None)
-        self._arm_timer()
 
     def _fail(self, reason: str, message: str, **details: object) -> ChannelError:
         self._journal("management-channel-failed", message, level=3, outcome=1, reason=reason, **details)
@@ -214,6 +225,11 @@ class ManagementChannel:
             self._timer.cancel()
         reason = self.close_reason or "closed-by-gwa"
         self.close_reason = reason
+        with self._together():
+            self._log_closed(reason, exc)
+        self.closed.set()
+
+    def _log_closed(self, reason: str, exc: BaseException | None) -> None:
         if self.session and self.session.end_auth("channel-closed"):
             self._journal("auth-ended", "AUTH state ended (channel-closed)", reason="channel-closed")
         who = "by the gateway" if reason != "closed-by-gwa" else "by the GWA"
@@ -223,7 +239,6 @@ class ManagementChannel:
             error = tls_error(exc) if isinstance(exc, ssl.SSLError) else (str(exc) or type(exc).__name__)
             self._journal("management-channel-closed", f"MANAGEMENT channel closed {who} ({reason}): {error}",
                           level=2, reason=reason, error=error)
-        self.closed.set()
 
     async def wait_closed(self) -> None:
         await self.closed.wait()

@@ -157,9 +157,19 @@ class PeerCheck:
     """What the gateway demands of a WAN peer beyond a valid chain to its SM-PKI root."""
 
     expected_fingerprints: set[str] = field(default_factory=set)
+    _verdicts: dict[bytes, str | None] = field(default_factory=dict, repr=False)
 
     def problem(self, peer_der: bytes | None) -> str | None:
-        """None if the peer is acceptable, else the reason (for the log)."""
+        """None if the peer is acceptable, else the reason (for the log). Verdicts are cached per
+        certificate: the GWA presents the same one on every channel."""
+        if peer_der and peer_der in self._verdicts:
+            return self._verdicts[peer_der]
+        verdict = self._judge(peer_der)
+        if peer_der and len(self._verdicts) < 64:
+            self._verdicts[peer_der] = verdict
+        return verdict
+
+    def _judge(self, peer_der: bytes | None) -> str | None:
         from cryptography import x509
 
         if not peer_der:

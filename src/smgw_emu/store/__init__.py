@@ -172,6 +172,11 @@ class Transaction:
             (key, json.dumps(value, sort_keys=True)),
         )
 
+    def remember_nonce(self, nonce: bytes, expires_at: str, now: str) -> None:
+        """Keep `nonce` refused until `expires_at`; forget nonces that expired before `now`."""
+        self._c.execute("DELETE FROM nonces WHERE expires_at < ?", (now,))
+        self._c.execute("INSERT OR REPLACE INTO nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at))
+
     def put_meter_value(self, meter_id: str, obis: str, ts: str, value: str, status: str) -> None:
         self._c.execute(
             "INSERT OR REPLACE INTO meter_values (meter_id, obis, ts, value, status) VALUES (?, ?, ?, ?, ?)",
@@ -325,10 +330,8 @@ class StateStore:
 
     # -- wake-up nonces (replay protection across restarts) ----------------------------------
     def remember_nonce(self, nonce: bytes, expires_at: str, now: str) -> None:
-        """Keep `nonce` refused until `expires_at`; forget nonces that expired before `now`."""
         with self.transaction() as tx:
-            tx.execute("DELETE FROM nonces WHERE expires_at < ?", (now,))
-            tx.execute("INSERT OR REPLACE INTO nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires_at))
+            tx.remember_nonce(nonce, expires_at, now)
 
     def nonces(self, valid_at: str) -> list[tuple[bytes, str]]:
         """Nonces still refused at `valid_at`, with the time until which they are."""
