@@ -43,11 +43,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         except GatewayStartError as exc:
             raise CliError(str(exc)) from None
         host, port = gateway.wakeup_address
-        gwa = config.gwa
+        gwa = gateway.gwa  # the GWA of the key bank in use (a GWA change may have replaced [gwa])
         print(f"smgw-emu gateway {gateway.id} running (config: {config.source})", flush=True)
         print(f"  wake-up listener     udp://{host}:{port}", flush=True)
         print(f"  MANAGEMENT channel   opens to the GWA at {gwa.host}:{gwa.management_port} after a valid wake-up", flush=True)
         print(f"  INFO-REPORT          {gwa.info_report_url}", flush=True)
+        if gateway.cls is not None:
+            han_host, han_port = gateway.cls.han_address
+            print(f"  CLS proxy (HAN)      tls://{han_host}:{han_port} (HKS 3: SOCKS5 inside TLS)", flush=True)
+        if gateway.han is not None and gateway.han.server is not None:
+            han_host, han_port = gateway.han.address
+            print(f"  consumer view (HAN)  https://{han_host}:{han_port}/han/export (AR 2418-6, TRuDI)", flush=True)
         print(f"  state                {config.gateway.state_dir}", flush=True)
         config_arg = f" --config {args.config}" if args.config else ""
         print(f"next, in another terminal: .venv/bin/smgw-emu gwa demo{config_arg}", flush=True)
@@ -165,6 +171,23 @@ def cmd_gwa(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+# -- han --------------------------------------------------------------------------------------
+def cmd_han_hash_password(args: argparse.Namespace) -> int:
+    """A password hash for [[han.consumers]] password_hash (docs/configuration.md)."""
+    import getpass
+
+    from smgw_emu.core.hanauth import DEFAULT_SCRYPT, HashFormatError, hash_password
+
+    password = sys.stdin.readline().rstrip("\r\n") if args.stdin else getpass.getpass("consumer's password: ")
+    if not password:
+        raise CliError("an empty password is not accepted")
+    try:
+        print(hash_password(password, n=args.n or DEFAULT_SCRYPT["n"]))
+    except HashFormatError as exc:
+        raise CliError(f"--n: {exc}") from None
+    return 0
+
+
 # -- api --------------------------------------------------------------------------------------
 def cmd_api_openapi(args: argparse.Namespace) -> int:
     from smgw_emu.app.openapi import generate, render
@@ -225,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("path")
             p.add_argument("--body", help="file with the request body")
         p.set_defaults(func=cmd_gwa)
+
+    han = sub.add_parser("han", help="the consumer's view at the HAN interface")
+    han_sub = han.add_subparsers(dest="han_command", required=True)
+    hash_password = han_sub.add_parser("hash-password", help="print a password hash for [[han.consumers]]")
+    hash_password.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    hash_password.add_argument("--n", type=int, help="scrypt cost n (a power of two, default 16384)")
+    hash_password.set_defaults(func=cmd_han_hash_password)
 
     api = sub.add_parser("api", help="the MANAGEMENT-channel API")
     api_sub = api.add_subparsers(dest="api_command", required=True)

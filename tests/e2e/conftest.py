@@ -30,6 +30,17 @@ LOCAL_EVENTS = {
     "admin-service-channel-opened", "admin-service-channel-closed", "admin-service-fetch-failed",
     "info-report-channel-opened", "info-report-channel-closed", "info-report-delivery-failed",
     "cms-container-opened", "cms-container-sealed",  # 5.10 / 5.11
+    # 5.13 time sync and 6.5.2 WAN address change (app/operations.py)
+    "time-synchronised", "time-sync-failed", "wan-address-changed",
+    # 6.6 GWA change: the steps the gateway takes on its own (app/keybanks.py)
+    "gwapre-verified", "gwa-change-fallback",
+    # 6.1 firmware update: the update job's transitions inside the gateway
+    "firmware-download-started", "firmware-download-resumed", "firmware-download-paused", "firmware-downloaded",
+    "firmware-download-failed", "firmware-activation-scheduled", "firmware-activation-started", "firmware-activated",
+    "firmware-activation-failed", "firmware-rolled-back",
+    "normal-operation",  # 6.2 transfer into normal operation
+    # 6.8 CLS proxy: the gateway's own decisions to set up a relay (app/cls.py)
+    "cls-connection-authorised", "cls-connection-triggered",
 }
 
 
@@ -111,21 +122,26 @@ def per_channel(entries) -> dict[str, list[str]]:
     return dict(by_channel)
 
 
-def transcript_of(gateway: Gateway, gwa: ReferenceGwa) -> list:
-    """Everything since the last mark: the GWA's wire transcript plus the gateway's local steps."""
-    return list(gwa.transcript.since_mark()) + local_steps(gateway, getattr(gateway, "transcript_mark", 0))
+def transcript_of(gateway: Gateway, gwa: ReferenceGwa, others=()) -> list:
+    """Everything since the last mark: the GWA's wire transcript plus the gateway's local steps,
+    plus the transcripts of other reference participants (`others`, e.g. a meter's on "lmn")."""
+    extra = [entry for transcript in others for entry in transcript.since_mark()]
+    return list(gwa.transcript.since_mark()) + extra + local_steps(gateway, getattr(gateway, "transcript_mark", 0))
 
 
-def assert_transcript(figure: int, gateway: Gateway, gwa: ReferenceGwa) -> None:
+def assert_transcript(figure: int, gateway: Gateway, gwa: ReferenceGwa, others=()) -> None:
     """The transcript since the last mark equals the catalogue's steps for `figure`, per channel.
 
     Channels run concurrently (an event may overtake the response that caused it), so order is
-    compared within each channel, and the set of channels must be the same.
+    compared within each channel, and the set of channels must be the same. `others` are the
+    transcripts of further reference participants (marked by the test itself), e.g.
+    `others=[meter.transcript]` for the LMN.
     """
     entry = load_catalogue().entry(figure)
     expected = per_channel(entry.steps)
-    seen = per_channel(transcript_of(gateway, gwa))
+    seen = per_channel(transcript_of(gateway, gwa, others))
     assert seen == expected, (
         f"figure {figure} ({entry.title_en}): transcript differs from the catalogue\n"
         f"expected: {expected}\nseen:     {seen}\n\n{gwa.transcript.format()}"
+        + "".join(f"\n\n{transcript.format()}" for transcript in others)
     )

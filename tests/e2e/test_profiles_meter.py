@@ -142,8 +142,8 @@ def method_path(meter_id: str, index: int) -> str:
 
 
 async def test_pairing_and_crypto_reset_state_machine(gateway, gwa, pki):
-    """The gateway side of figs. 30-32: states, checks, key banks, events. The meter side (LMN)
-    that completes them comes with the LMN issue."""
+    """The gateway side of figs. 30-32: states, checks, key banks, events. The profile has no
+    lmn_address, so the LMN side (tests/e2e/test_lmn_pairing.py) waits and the states stay put."""
     meter_id = pki.identities.meter
     await provision(gateway, gwa, meter(pki, meter_certificate=b""))
     channel = await open_channel(gateway, gwa)

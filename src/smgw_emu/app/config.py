@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from smgw_emu.app.hanconfig import HanConfigError, HanSection, check_han, parse_consumers, render_consumers
+
 GATEWAY_ID_RE = re.compile(r"^E[0-9A-Z]{3}[0-9]{10}$")  # DIN 43863-5: E + 3-char maker + 10 digits
 
 DEFAULT_CONFIG_TOML = """\
@@ -66,6 +68,47 @@ durability = "process-crash"   # process-crash (survives SIGKILL) | power-loss (
 auth_refused_status = 403
 max_request_bytes = 1048576
 xml_max_depth = 64
+gwa_change_fallback_s = 3600   # GWA change (6.6): back to the old GWA unless the new one confirms in time
+
+[firmware]               # firmware update, 6.1 (docs/decisions.md "Firmware update")
+chunk_bytes = 65536      # bytes per HTTP Range request on ADMIN-SERVICE
+max_image_bytes = 16777216
+chunk_interval_s = 0     # pause between two ranges (WAN bandwidth), on the gateway clock
+fetch_attempts = 3       # per range, with the channel backoff between attempts
+signer_certificates = "gwa"   # pinned image signers: "gwa" (its signature certificate) and/or PEM files in pki_dir
+
+[operations]             # time sync 5.13, self test 5.15, device data 6.5.11 (docs/decisions.md "Gateway operations")
+time_sync_interval_s = 0         # the gateway's own time-sync schedule; 0: only when the GWA asks
+time_sync_max_round_trip_s = 2   # a time sample with a longer round trip is refused
+time_sync_max_age_s = 86400      # the time counts as synchronised this long after a sync (self test, status)
+self_test_interval_s = 0         # the gateway's own self-test schedule; 0: at start-up and when the GWA asks
+firmware_digest = ""             # expected SHA-256 of the installed files; "": recorded at the first start
+manufacturer = "smgw-emu"        # technical device data (6.5.11)
+model = "virtual SMGW"
+hardware_version = "virtual-1"
+
+[lmn]                    # the LMN link to the meters (docs/decisions.md "The LMN link and the meter side of pairing")
+connect_timeout_s = 5    # TCP and TLS handshake to a meter
+exchange_timeout_s = 10  # one SML request file until its answer file
+attempts = 3             # connection attempts of a pairing or crypto reset (unreachable meter only)
+retry_interval_s = 10    # between two attempts, on the gateway clock
+
+[cls]                    # the CLS proxy, 6.8 (docs/decisions.md "CLS proxy")
+han_host = "127.0.0.1"   # the HAN interface: TLS server for CLS devices (HKS 3)
+han_port = 0             # 0 picks a free port (smgw-emu run prints it): many gateways share a host
+hks5_interval_s = 60     # HKS 5: the gateway checks its standing channels this often (its clock)
+bandwidth_policy = "shape"   # over max_bandwidth_kbps: shape (hold bytes back) | close (end the connection)
+
+[han]                    # the consumer's view at the HAN interface, TRuDI (docs/decisions.md "HAN consumer view")
+enabled = false          # true: HTTPS for consumers (GET /han/export, GET /han/log) on host:port
+host = "127.0.0.1"
+port = 0                 # 0 picks a free port (smgw-emu run prints it)
+# [[han.consumers]]      # one table per consumer; hash: smgw-emu han hash-password
+# id = "LV-0001"
+# meters = ["1XXX0098765432"]
+# user = "consumer"
+# password_hash = "scrypt$16384$8$1$<salt hex>$<hash hex>"
+# certificate_sha256 = "<SHA-256 of his DER client certificate>"
 """
 
 
@@ -134,6 +177,44 @@ class PolicySection:
     auth_refused_status: int = 403
     max_request_bytes: int = 1048576
     xml_max_depth: int = 64
+    gwa_change_fallback_s: float = 3600  # [ours] GWA change: back to the old GWA unless confirmed (6.6)
+
+
+@dataclass(frozen=True)
+class FirmwareSection:
+    chunk_bytes: int = 65536
+    max_image_bytes: int = 16 * 1024 * 1024
+    chunk_interval_s: float = 0.0
+    fetch_attempts: int = 3
+    signer_certificates: str = "gwa"
+
+
+@dataclass(frozen=True)
+class LmnSection:
+    connect_timeout_s: float = 5.0
+    exchange_timeout_s: float = 10.0
+    attempts: int = 3
+    retry_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class OperationsSection:
+    time_sync_interval_s: float = 0.0
+    time_sync_max_round_trip_s: float = 2.0
+    time_sync_max_age_s: float = 86400.0
+    self_test_interval_s: float = 0.0
+    firmware_digest: str = ""
+    manufacturer: str = "smgw-emu"
+    model: str = "virtual SMGW"
+    hardware_version: str = "virtual-1"
+
+
+@dataclass(frozen=True)
+class ClsSection:
+    han_host: str = "127.0.0.1"
+    han_port: int = 0
+    hks5_interval_s: float = 60.0
+    bandwidth_policy: str = "shape"
 
 
 @dataclass(frozen=True)
@@ -146,12 +227,22 @@ class GatewayConfig:
     tls: TlsSection = field(default_factory=TlsSection)
     store: StoreSection = field(default_factory=StoreSection)
     policy: PolicySection = field(default_factory=PolicySection)
+    firmware: FirmwareSection = field(default_factory=FirmwareSection)
+    operations: OperationsSection = field(default_factory=OperationsSection)
+    lmn: LmnSection = field(default_factory=LmnSection)
+    cls: ClsSection = field(default_factory=ClsSection)
+    han: HanSection = field(default_factory=HanSection)
     source: str = "<embedded default>"
 
 
 _SECTIONS = {
     "gateway": GatewaySection, "gwa": GwaSection, "clock": ClockSection, "wakeup": WakeupSection,
     "channels": ChannelsSection, "tls": TlsSection, "store": StoreSection, "policy": PolicySection,
+    "firmware": FirmwareSection,
+    "operations": OperationsSection,
+    "lmn": LmnSection,
+    "cls": ClsSection,
+    "han": HanSection,
 }
 
 
@@ -178,6 +269,11 @@ def _check_https_url(name: str, value: str) -> None:
 
 def _coerce(section: str, key: str, expected: Any, value: Any) -> Any:
     name = f"{section}.{key}"
+    if expected == "tuple[HanConsumer, ...]":
+        try:
+            return parse_consumers(name, value)
+        except HanConfigError as exc:
+            raise ConfigError(str(exc)) from None
     if expected in ("int", int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
@@ -283,6 +379,54 @@ def parse_config(text: str, *, base_dir: Path | None = None, source: str = "<str
         raise ConfigError("policy.max_request_bytes: must lie in 1 KiB..64 MiB")
     if not 8 <= pol.xml_max_depth <= 1000:
         raise ConfigError("policy.xml_max_depth: must lie in 8..1000")
+    if not 60 <= pol.gwa_change_fallback_s <= 30 * 86400:
+        raise ConfigError("policy.gwa_change_fallback_s: must lie in 60..2592000 seconds (1 minute..30 days)")
+    fw: FirmwareSection = sections["firmware"]
+    if not 256 <= fw.chunk_bytes <= 4 * 1024 * 1024:
+        raise ConfigError("firmware.chunk_bytes: must lie in 256 bytes..4 MiB")
+    if not 1024 <= fw.max_image_bytes <= 256 * 1024 * 1024:
+        raise ConfigError("firmware.max_image_bytes: must lie in 1 KiB..256 MiB")
+    if not 0 <= fw.chunk_interval_s <= 3600:
+        raise ConfigError("firmware.chunk_interval_s: must lie in 0..3600 seconds")
+    if not 1 <= fw.fetch_attempts <= 20:
+        raise ConfigError("firmware.fetch_attempts: must lie in 1..20")
+    if not [name for name in fw.signer_certificates.split(",") if name.strip()]:
+        raise ConfigError('firmware.signer_certificates: name at least one signer ("gwa" or a PEM file in gateway.pki_dir)')
+    ops: OperationsSection = sections["operations"]
+    for name in ("time_sync_interval_s", "self_test_interval_s"):
+        if not 0 <= getattr(ops, name) <= 31 * 86400:
+            raise ConfigError(f"operations.{name}: must lie in 0 (off)..2678400 seconds (31 days)")
+    if not 0 < ops.time_sync_max_round_trip_s <= 60:
+        raise ConfigError("operations.time_sync_max_round_trip_s: must lie in (0, 60] seconds")
+    if not 60 <= ops.time_sync_max_age_s <= 31 * 86400:
+        raise ConfigError("operations.time_sync_max_age_s: must lie in 60..2678400 seconds")
+    if ops.firmware_digest and not re.fullmatch(r"[0-9a-f]{64}", ops.firmware_digest):
+        raise ConfigError("operations.firmware_digest: must be empty or 64 lower-case hex digits (SHA-256)")
+    for name in ("manufacturer", "model", "hardware_version"):
+        if not re.fullmatch(r"[ -~]{1,64}", getattr(ops, name)):
+            raise ConfigError(f"operations.{name}: must be 1..64 printable ASCII characters")
+    lmn: LmnSection = sections["lmn"]
+    for name in ("connect_timeout_s", "exchange_timeout_s", "retry_interval_s"):
+        if not 0 < getattr(lmn, name) <= 3600:
+            raise ConfigError(f"lmn.{name}: must lie in 0..3600 seconds (more than 0)")
+    if not 1 <= lmn.attempts <= 100:
+        raise ConfigError("lmn.attempts: must lie in 1..100")
+    cls: ClsSection = sections["cls"]
+    _check_host("cls.han_host", cls.han_host)
+    _check_port("cls.han_port", cls.han_port, allow_zero=True)
+    if not 1 <= cls.hks5_interval_s <= 86400:
+        raise ConfigError("cls.hks5_interval_s: must lie in 1..86400 seconds")
+    from smgw_emu.core.cls import BANDWIDTH_POLICIES
+
+    if cls.bandwidth_policy not in BANDWIDTH_POLICIES:
+        raise ConfigError(f"cls.bandwidth_policy: {cls.bandwidth_policy!r} must be one of {', '.join(BANDWIDTH_POLICIES)}")
+    han: HanSection = sections["han"]
+    _check_host("han.host", han.host)
+    _check_port("han.port", han.port, allow_zero=True)
+    try:
+        check_han(han)
+    except HanConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return GatewayConfig(**sections, source=source)
 
 
@@ -306,9 +450,13 @@ def render_config(cfg: GatewayConfig) -> str:
     for section in _SECTIONS:
         value = getattr(cfg, section)
         lines.append(f"[{section}]")
+        tables: list[str] = []
         for f in fields(value):
             item = getattr(value, f.name)
             if item is None:
+                continue
+            if isinstance(item, tuple):  # [[han.consumers]]: tables after the section's plain fields
+                tables += render_consumers(item)
                 continue
             if isinstance(item, bool):
                 lines.append(f"{f.name} = {'true' if item else 'false'}")
@@ -318,5 +466,6 @@ def render_config(cfg: GatewayConfig) -> str:
                 lines.append(f'{f.name} = "{item.isoformat()}"')
             else:
                 lines.append(f'{f.name} = "{item}"')
+        lines += tables
         lines.append("")
     return "\n".join(lines)

@@ -99,6 +99,18 @@ class CosemApi:
         self.gateway = gateway
         self.model = CosemModel()
         self.started = False
+        #: Methods of objects the gateway runs itself (e.g. the firmware update, app/firmware.py):
+        #: (LDEV kind, OBIS hex) -> async (request, resolved, argument) -> result. The class's
+        #: method definition and the argument type are checked here first.
+        self.method_hooks: dict[tuple[str, str], Callable[..., Awaitable[DlmsValue]]] = {}
+        #: Live objects another module serves (e.g. logs, self test, app/operations.py), by
+        #: (LDEV kind, OBIS hex): `refresh_hooks` bring the object up to date before it is read;
+        #: `read_hooks` answer GET .../attributes/<n> themselves: (request, resolved, selector) ->
+        #: value, checking the role's access (selective access over a whole log, in the store).
+        self.refresh_hooks: dict[tuple[str, str], Callable[[CosemObject], None]] = {}
+        self.read_hooks: dict[tuple[str, str], Callable[..., DlmsValue]] = {}
+        #: Called after every committed change, with the change (the model already shows it).
+        self.commit_hooks: list[Callable[[ProfileChange], None]] = []
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,6 +156,12 @@ class CosemApi:
         ))
         model.add_object(own, model.build_object(
             1, FIRMWARE_OBIS, {2: DlmsValue("visible-string", __version__)}, access_overrides={2: {"gwa": "r"}}))
+        self._add_gwa_ldev()
+
+    def _add_gwa_ldev(self) -> None:
+        """commprofile/<GWA id>: the communication profile of the GWA in use (its key bank)."""
+        gw = self.gateway
+        model = self.model
         gwa = gw.gwa
         pk = PROFILE_KINDS["commprofile"]
         spec = model.definitions.cls(pk.class_id)
@@ -160,6 +178,22 @@ class CosemApi:
         built = {spec.attribute_named(k).index: spec.attribute_named(k).spec.build(v, k) for k, v in values.items()}
         gwa_ldev = model.add_ldev(LogicalDevice(pk.kind, gwa.id))
         model.add_object(gwa_ldev, model.build_object(pk.class_id, pk.obis, built))
+
+    def replace_gwa_ldev(self, previous_id: str) -> None:
+        """The GWA in use changed (6.6, app/keybanks.py): show the new GWA's profile instead."""
+        try:
+            self.model.remove_ldev(PROFILE_KINDS["commprofile"].kind, previous_id)
+        except CosemError:
+            pass
+        self._add_gwa_ldev()
+
+    def set_gateway_keys(self, *, enc, sig) -> None:
+        """The gateway's CMS keys, (certificate, private key) each: they change by 6.7.1/6.7.2."""
+        self._enc, self._sig = enc, sig
+
+    def set_trust(self, trust: CertificateTrust) -> None:
+        """Certificate checks against the gateway's trust anchors (they change by 6.7.3/6.7.4)."""
+        self._trust = trust
 
     @property
     def locked_ldevs(self) -> frozenset[str]:
@@ -275,19 +309,22 @@ class CosemApi:
                 tx.put_key_bank(write.bank, write.state, dict(write.material), now)
             for bank in change.key_deletes:
                 tx.execute("DELETE FROM key_banks WHERE bank=?", (bank,))
-            gw.journal(change.log_event, change.message, tx=tx, **change.details)
+            gw.journal(change.log_event, change.message, tx=tx, level=change.level, outcome=change.outcome,
+                       **change.details)
             for event in change.events:
                 gw.journal.emit(tx, event.type, **event.details)
         model = self.model
         if change.remove_ldev:
             model.remove_ldev(ldev.kind, ldev.id)
-            return
-        if change.new_ldev:
-            model.add_ldev(ldev)
-        for obj in change.remove:
-            model.remove_object(ldev, obj.class_id, obj.obis)
-        for obj in change.put:
-            model.replace_object(ldev, obj)
+        else:
+            if change.new_ldev:
+                model.add_ldev(ldev)
+            for obj in change.remove:
+                model.remove_object(ldev, obj.class_id, obj.obis)
+            for obj in change.put:
+                model.replace_object(ldev, obj)
+        for hook in self.commit_hooks:  # e.g. app/meters.py starts the LMN side of a pairing
+            hook(change)
 
     # -- handlers ----------------------------------------------------------------------------
     def _address(self, request: ApiRequest) -> ObjectAddress:
@@ -364,9 +401,14 @@ class CosemApi:
 
     async def _get_attribute(self, request: ApiRequest) -> ApiResponse:
         """One attribute; arrays allow selective access by index or time."""
-        resolved = self._resolve_object(request)
+        resolved = self.model.resolve(self._address(request))
         selector = parse_selector(request.query)
-        value = resolved.obj.get(resolved.attribute.index, request.role, selector)
+        hook = self.read_hooks.get((resolved.ldev.kind, resolved.obj.obis.hex))
+        if hook is not None:
+            value = hook(request, resolved, selector)
+        else:
+            self._refresh(resolved.ldev, resolved.obj)
+            value = resolved.obj.get(resolved.attribute.index, request.role, selector)
         return ApiResponse(200, xmlcodec.attribute_to_xml(resolved.attribute.index, resolved.attribute.name, value))
 
     async def _put_attribute(self, request: ApiRequest) -> ApiResponse:
@@ -386,6 +428,11 @@ class CosemApi:
         resolved = self.model.resolve(self._address(request))
         body = self._body(request)
         argument = xmlcodec.value_from_xml(body, **self._limits()) if body.strip() else None
+        hook = self.method_hooks.get((resolved.ldev.kind, resolved.obj.obis.hex))
+        if hook is not None:
+            resolved.obj.check_method(resolved.method.index, request.role, argument)
+            result = await hook(request, resolved, argument)
+            return ApiResponse(200, xmlcodec.method_result_to_xml(resolved.method.index, resolved.method.name, result))
         change = plan_invoke(self.model, resolved.ldev, resolved.obj, resolved.method.index, argument,
                              self._context(request))
         self._commit(change)
@@ -394,6 +441,9 @@ class CosemApi:
 
     # -- live objects of the gateway's own LDEV ----------------------------------------------
     def _refresh(self, ldev: LogicalDevice, obj: CosemObject | None) -> None:
+        if obj is not None and (hook := self.refresh_hooks.get((ldev.kind, obj.obis.hex))) is not None:
+            hook(obj)
+            return
         if obj is None or ldev.kind != GATEWAY_KIND:
             return
         if obj.obis == CLOCK_OBIS:

@@ -12,9 +12,16 @@ from cryptography.hazmat.primitives import serialization
 
 from smgw_emu import __version__
 from smgw_emu.app.api import ApiError, ApiRequest, ApiResponse, Router
+from smgw_emu.app.cls import ClsProxyService
 from smgw_emu.app.config import GatewayConfig
 from smgw_emu.app.cosem_api import CosemApi
+from smgw_emu.app.han import HanConsumerService
+from smgw_emu.app.firmware import FirmwareService
+from smgw_emu.app.operating import OperatingStateService
+from smgw_emu.app.operations import Operations
 from smgw_emu.app.journal import LEVEL_WARNING, Journal
+from smgw_emu.app.meters import MeterService
+from smgw_emu.app.keybanks import KeyBankService
 from smgw_emu.core.clock import Clock, make_clock
 from smgw_emu.core.session import SessionLimits
 from smgw_emu.core.wakeup import WakeUpVerifier
@@ -22,7 +29,7 @@ from smgw_emu.net.admin_service import AdminServiceChannel
 from smgw_emu.net.info_report import InfoReportChannel
 from smgw_emu.net.management import ChannelError, ManagementChannel
 from smgw_emu.net.timers import Timers
-from smgw_emu.net.tls import PROFILES, PeerCheck, certificate_fingerprint, client_context
+from smgw_emu.net.tls import PROFILES, PeerCheck, certificate_fingerprint
 from smgw_emu.net.wakeup_listener import RateLimits, WakeUpListener
 from smgw_emu.pki import PkiDir, PkiError
 from smgw_emu.store import StateStore
@@ -84,11 +91,20 @@ class Gateway:
         self.wakeup_listener: WakeUpListener | None = None
         self.info_report: InfoReportChannel | None = None
         self.admin_service: AdminServiceChannel | None = None
+        self.firmware: FirmwareService | None = None
+        self.operating: OperatingStateService | None = None
+        self.meters: MeterService | None = None
+        self.operations: Operations | None = None
+        self.cls: ClsProxyService | None = None
+        self.han: HanConsumerService | None = None
         self._tasks: list[asyncio.Task] = []
         self.router: Router | None = None
         self.channels_opened = 0
         self._pending_wakeup_at: float | None = None
         self._peer_check: PeerCheck | None = None
+        #: Called with each MANAGEMENT channel once it is open and in AUTH (e.g. 6.6.8 in app/keybanks.py).
+        self.on_channel_opened: list = []
+        self.keybanks = KeyBankService(self)  # GWA key banks, GWA change, trust anchors (6.6, 6.7)
 
     # -- start and stop ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -104,17 +120,15 @@ class Gateway:
         except StoreError as exc:
             raise GatewayStartError(str(exc)) from None
         self.journal = Journal(self.store, self.clock, self.id)
-        self.gwa = self._load_or_seed_gwa_profile()
+        self.gwa = self._load_or_seed_gwa_profile()  # the GWA of the key bank in use (app/keybanks.py)
         profile = PROFILES[cfg.tls.profile]
         if cfg.tls.allow_tls13:
             from dataclasses import replace
 
             profile = replace(profile, allow_tls13=True)
+        self.tls_profile = profile
         try:
-            self.tls_context = client_context(
-                profile, chain=self.pki.chain_path("gateway-tls"), key=self.pki.key_path("gateway-tls"),
-                cafile=self.pki.root_ca,
-            )
+            self.tls_context = self.keybanks.client_context()  # trusting the trust anchors of the store
         except Exception as exc:  # TlsConfigError and friends: say it, don't trace it
             raise GatewayStartError(f"TLS set-up failed: {exc}") from None
         self.router = Router(journal=self.journal, auth_refused_status=cfg.policy.auth_refused_status)
@@ -133,6 +147,18 @@ class Gateway:
             timers=self.timers, journal=self.journal, retry_initial=cfg.channels.retry_initial_s,
             retry_max=cfg.channels.retry_max_s,
         )
+        self.firmware = FirmwareService(self)  # 6.1: the FirmwareUpdate object; resumes an interrupted download
+        self.firmware.start()
+        self.meters = MeterService(self)  # LMN: pairing, crypto reset, readings (figs. 30-32, 56)
+        self.meters.start()
+        self.operations = Operations(self)  # time sync, self test, logs, device data, removal signal
+        self.operations.start()  # runs the start-up self test (its result goes into gateway-started)
+        self.operating = OperatingStateService(self)  # 6.2: delivery -> normal operation (fig. 20)
+        self.operating.start()
+        self.cls = ClsProxyService(self)  # 6.8 CLS proxy: HAN interface, HKS 3/4/5 relays (app/cls.py)
+        await self.cls.start()
+        self.han = HanConsumerService(self)  # the consumer's view at the HAN interface, TRuDI (app/han.py)
+        await self.han.start()  # only with han.enabled
         self.verifier = WakeUpVerifier(
             self.id, [x509.load_der_x509_certificate(self.gwa.signature_certificate_der)],
             window=_dt.timedelta(seconds=cfg.wakeup.window_s), max_size=cfg.wakeup.max_packet_bytes,
@@ -148,9 +174,11 @@ class Gateway:
         except OSError as exc:
             raise GatewayStartError(f"cannot listen for wake-up packets on {cfg.wakeup.host}:{cfg.wakeup.port}: {exc.strerror or exc}") from None
         self._tasks.append(asyncio.create_task(self.info_report.run(), name=f"{self.id}-info-report"))
+        self.keybanks.start()  # a GWA change's fallback timer survives restarts
         # 6.5.3 "SMGW gestartet": logged and reported to the GWA on the INFO-REPORT channel.
         self.journal.emit_now("gateway-started", f"gateway {self.id} started; wake-up on {self.wakeup_address[0]}:{self.wakeup_address[1]}/udp",
-                              firmware=__version__)
+                              firmware=self.firmware.active_version, **self.operations.startup_details())
+        self.operations.after_start()  # 6.5.2: a changed WAN address is reported
 
     async def stop(self) -> None:
         if self.wakeup_listener:
@@ -161,6 +189,17 @@ class Gateway:
                 await asyncio.wait_for(self.management.wait_closed(), 5)
             except asyncio.TimeoutError:
                 pass
+        if self.firmware:
+            await self.firmware.stop()
+        if self.meters:
+            await self.meters.stop()
+        if self.operations:
+            await self.operations.stop()
+        if self.cls:
+            await self.cls.stop()
+        if self.han:
+            await self.han.stop()
+        self.keybanks.stop()
         for task in self._tasks + ([self._connecting] if self._connecting else []):
             task.cancel()
         for task in self._tasks:
@@ -181,10 +220,12 @@ class Gateway:
 
     # -- the GWA's communication profile -----------------------------------------------------
     def _load_or_seed_gwa_profile(self) -> GwaEndpoint:
-        assert self.store is not None
-        stored = self.store.get(GWA_PROFILE_KEY)
-        if stored:
-            return GwaEndpoint.from_json(stored)
+        """The GWA of the key bank in use; at the first start, personalisation from the [gwa]
+        section and the PKI directory into key bank ACTIVE (app/keybanks.py)."""
+        return self.keybanks.load()
+
+    def _gwa_endpoint_from_config(self) -> GwaEndpoint:
+        """The GWA's communication profile as the configuration and the PKI directory give it."""
         gwa = self.config.gwa
 
         def der(name: str) -> bytes:
@@ -195,21 +236,18 @@ class Gateway:
                 raise GatewayStartError(f"gwa certificate {path} unreadable: {exc}") from None
             return cert.public_bytes(serialization.Encoding.DER)
 
-        endpoint = GwaEndpoint(
+        return GwaEndpoint(
             gwa.id, gwa.host, gwa.management_port, gwa.admin_service_url, gwa.info_report_url,
             der(gwa.tls_certificate), der(gwa.signature_certificate), der(gwa.encryption_certificate),
         )
-        with self.store.transaction() as tx:
-            tx.set(GWA_PROFILE_KEY, endpoint.to_json())
-            self.journal("personalisation", f"GWA communication profile seeded from {self.config.source}", tx=tx,
-                         gwa=gwa.id, host=gwa.host, port=gwa.management_port)
-        return endpoint
 
     def gwa_peer_check(self) -> PeerCheck:
         """The check for the GWA of the current communication profile (new when that changes)."""
         fingerprint = certificate_fingerprint(self.gwa.tls_certificate_der)
-        if self._peer_check is None or fingerprint not in self._peer_check.expected_fingerprints:
+        if self._peer_check is None:
             self._peer_check = PeerCheck({fingerprint})
+        elif fingerprint not in self._peer_check.expected_fingerprints:
+            self._peer_check.pin({fingerprint})  # in place: open channels and re-checks follow (6.6)
         return self._peer_check
 
     # -- wake-up (5.1) and MANAGEMENT channel (5.2) ------------------------------------------
@@ -269,6 +307,8 @@ class Gateway:
         self.channels_opened += 1
         self._pending_wakeup_at = None
         self._tasks.append(asyncio.create_task(self._after_channel(channel)))
+        for hook in self.on_channel_opened:
+            hook(channel)
         return channel
 
     async def _after_channel(self, channel: ManagementChannel) -> None:
@@ -286,6 +326,7 @@ class Gateway:
 
     # -- routes of this layer ----------------------------------------------------------------
     def _install_routes(self, router: Router) -> None:
+        self.keybanks.install(router)  # /smgw/keybanks, /smgw/trust/roots (6.6, 6.7.3, 6.7.4)
         router.add("GET", r"/smgw/auth", self._get_auth, admin=False, name="auth-state")
         router.add("POST", r"/smgw/auth", self._post_auth, admin=False, name="auth-establish")
         router.add("DELETE", r"/smgw/auth", self._delete_auth, admin=False, name="auth-end")

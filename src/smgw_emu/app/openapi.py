@@ -109,10 +109,13 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
     "cosem-attribute-read": RouteDoc(
         "Read one attribute; arrays with selective access",
         description="q.fromidx (first index 0) and q.count, or q.fromtime (inclusive) and q.totime (exclusive), "
-                    "ISO 8601 with offset; rows selected by time start with a date-time.",
+                    "ISO 8601 with offset; rows selected by time start with a date-time. The gateway's logs "
+                    "(fig. 54) are selected over the whole log, at most 1,000 rows per answer; the GWA may not "
+                    "read the consumer log's entries.",
         response="<attribute index name>value</attribute>",
         responses={200: "the value", 400: "bad-selector, selective-access-unsupported",
-                   403: "auth-required; access-denied (e.g. encrypted_key is write-only)", 404: _COSEM_ERRORS[404]},
+                   403: "auth-required; access-denied (e.g. encrypted_key is write-only, the consumer log's entries)",
+                   404: _COSEM_ERRORS[404]},
         selective=True, sealed=True),
     "cosem-attribute-update": RouteDoc(
         "Update one attribute", request="<attribute index name>value</attribute> or a bare value element",
@@ -121,12 +124,116 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
                    409: "profile-locked", 422: "invalid-value, unknown-reference, invalid-certificate"}, sealed=True),
     "cosem-method-invoke": RouteDoc(
         "Invoke a method (pair and crypto_reset of a meter profile: figs. 30-32, gateway side)",
-        description="The body is the argument as a bare value element; empty for null-data.",
+        description="The body is the argument as a bare value element; empty for null-data. Gateway operations "
+                    "(app/operations.py): TimeSync.synchronise (5.13, fig. 13), SelfTest.run (5.15, fig. 15), "
+                    "DeinstallationSignal.start_deinstallation_signal / stop_deinstallation_signal (figs. 47/48). "
+                    "CLS proxy (app/cls.py): ClsProxyProfile.connect (HKS 4, fig. 75) and disconnect (fig. 77) "
+                    "answer with the connection id.",
         request="a value element, or nothing", response="<method-result index name>value</method-result>",
         responses={200: "invoked; event meter-pairing-started / crypto-reset-started", **_errors(400, 403, 404, 413, 415),
-                   409: "state-conflict (pairing state, missing key material), profile-locked",
+                   409: "state-conflict (pairing state, missing key material; CLS: not HKS 4, a connection open / none open), profile-locked",
                    422: "invalid-value (key material of a wrong length)",
-                   501: "method-not-implemented (terminate 49/50, readout 51-53, disconnect 77: later issues)"}, sealed=True),
+                   501: "method-not-implemented (terminate 49/50, readout 51-53: later issues)",
+                   502: "time-sync-<reason>: TimeSync.synchronise got no usable time from the GWA's time service; "
+                        "cls-emt-<reason> / cls-device-<reason>: ClsProxyProfile.connect could not open a leg"},
+        sealed=True),
+    # -- key banks, GWA change, trust anchors (6.6, 6.7.3, 6.7.4; app/keybanks.py) --------------
+    "keybank-list": RouteDoc(
+        "The GWA key banks ACTIVE and GWAPRE, and which one the gateway uses (6.6)",
+        response="<keybanks xmlns=\"urn:smgw-emu:keybank:1\" in-use=\"ACTIVE|GWAPRE\"> of <keybank>",
+        responses={200: "the banks", 403: "auth-required"}),
+    "keybank-read": RouteDoc(
+        "One GWA key bank: phase, profile, certificate fingerprints and the digest a new GWA confirms",
+        response="<keybank name phase in-use digest [reserved-at fallback-at reason]> with <profile>, <certificate>, <ca-certificate>",
+        responses={200: "the bank", 403: "auth-required", 404: "unknown-keybank (not ACTIVE or GWAPRE, or GWAPRE not reserved)"}),
+    "keybank-release": RouteDoc(
+        "Release GWAPRE: the rollback of a GWA change (figs. 61-67)",
+        description="Allowed in the phases reserved, profiled, prepared (event gwa-change-aborted) and rolled-back.",
+        responses={204: "released", 403: "auth-required", 404: "unknown-keybank",
+                   409: "state-conflict: ACTIVE is never deleted; GWAPRE is in use (switched, verified, finalised)"}),
+    "gwapre-reserve": RouteDoc(
+        "Reserve GWAPRE for a GWA change (6.6.4, fig. 61)", response="<keybank name=\"GWAPRE\" phase=\"reserved\">",
+        responses={200: "reserved", 403: "auth-required", 409: "state-conflict: already reserved"}),
+    "gwapre-profile": RouteDoc(
+        "The new GWA's communication profile into GWAPRE (6.6.5, fig. 62)",
+        request="<cosem-object class-id=\"28100\" obis=\"0000800001ff\"> with partner_id, partner_role (gwa), host, port, admin_service_url, info_report_url",
+        response="<keybank phase=\"profiled\">",
+        responses={201: "stored", 400: "malformed, bad-xml, type-mismatch, wrong-object", 403: "auth-required",
+                   409: "state-conflict: GWAPRE not reserved or already prepared", 413: "body-too-large",
+                   415: "unsupported-media-type", 422: "invalid-value naming the attribute"}),
+    "gwapre-certificates": RouteDoc(
+        "The new GWA's TLS, signature and encryption certificates into GWAPRE (6.6.6, fig. 63)",
+        request="<certificates xmlns=\"urn:smgw-emu:keybank:1\"> of <certificate usage=\"tls|sig|enc\">hex DER</certificate> and 0..4 <ca-certificate>",
+        response="<keybank phase=\"prepared\">",
+        responses={201: "stored", 400: "malformed, bad-xml (a usage missing or twice, no hex)", 403: "auth-required",
+                   409: "state-conflict: no GWAPRE profile", 413: "body-too-large", 415: "unsupported-media-type",
+                   422: "invalid-certificate (field certificate[usage] or ca-certificate[i]): chain, validity, key usage, subject CN"}),
+    "gwapre-switch": RouteDoc(
+        "Switch to GWAPRE (6.6.7, fig. 64): the gateway works with the new GWA; the fallback timer starts",
+        description="The caller's AUTH ends (its peer is no longer the GWA in use).",
+        response="<keybank phase=\"switched\" in-use=\"true\" fallback-at>",
+        responses={200: "switched", 403: "auth-required", 409: "state-conflict: GWAPRE incomplete",
+                   422: "invalid-value: the partner id names another profile now"}),
+    "gwapre-final-profile": RouteDoc(
+        "The new GWA's final communication profile (6.6.9, fig. 66)",
+        request="<cosem-object class-id=\"28100\"> as for the GWAPRE profile, same partner_id",
+        response="<keybank phase=\"finalised\" digest>",
+        responses={201: "stored", 400: "malformed, bad-xml, type-mismatch, wrong-object", 403: "auth-required",
+                   409: "state-conflict: GWAPRE not verified", 413: "body-too-large", 415: "unsupported-media-type",
+                   422: "invalid-value naming the attribute"}),
+    "gwapre-confirm": RouteDoc(
+        "Confirm the final GWA (6.6.10, fig. 67): GWAPRE becomes ACTIVE",
+        request="<confirm xmlns=\"urn:smgw-emu:keybank:1\" digest=\"..\"/> with the digest of GWAPRE as read",
+        response="<keybank name=\"ACTIVE\">",
+        responses={200: "confirmed; event gwa-change-completed", 400: "malformed, bad-xml (no digest)", 403: "auth-required",
+                   409: "state-conflict (not finalised), digest-mismatch", 415: "unsupported-media-type"}),
+    "trust-root-list": RouteDoc(
+        "The SM-PKI root certificates the gateway trusts (TLS and certificate checks)",
+        response="<trust-anchors xmlns=\"urn:smgw-emu:keybank:1\"> of <root fingerprint subject not-after/>",
+        responses={200: "the roots", 403: "auth-required"}),
+    "trust-root-add": RouteDoc(
+        "Add a root certificate (6.7.3, fig. 70)",
+        description="Accepted only with a link certificate: the new root's subject and key, issued by a trusted root.",
+        request="<root-certificate xmlns=\"urn:smgw-emu:keybank:1\"><certificate>hex DER</certificate><link-certificate>hex DER</link-certificate></root-certificate>",
+        response="<root fingerprint subject not-after/>",
+        responses={201: "added; event root-certificate-added", 400: "malformed, bad-xml", 403: "auth-required",
+                   409: "duplicate-root", 413: "body-too-large", 415: "unsupported-media-type",
+                   422: "invalid-certificate (field certificate or link-certificate)"}),
+    "trust-root-delete": RouteDoc(
+        "Delete a root certificate (6.7.4, fig. 71)",
+        responses={204: "deleted; event root-certificate-deleted", 403: "auth-required", 404: "unknown-root",
+                   409: "root-in-use: the last root, or certificates in use chain to it"}),
+    # -- the gateway's own WAN keys (6.7.1, 6.7.2; app/gatewaykeys.py) --------------------------------
+    "gateway-keys-read": RouteDoc(
+        "The gateway's WAN identity in use (stage initial/personalised, generation, certificates) and pending key pairs",
+        response="<gateway-keys xmlns=\"urn:smgw-emu:keybank:1\" stage generation [pending pending-purpose]> of <certificate usage fingerprint/>",
+        responses={200: "the identity", 403: "auth-required"}),
+    "gateway-keys-generate": RouteDoc(
+        "Generate new TLS, signature and encryption key pairs (6.7.1 personalisation, 6.7.2 key change)",
+        request="<generate xmlns=\"urn:smgw-emu:keybank:1\" purpose=\"personalisation|key-change\"/>",
+        response="<gateway-keys pending=\"generated\">",
+        responses={200: "generated", 400: "malformed, bad-xml (no purpose)", 403: "auth-required",
+                   409: "state-conflict: purpose does not fit the stage (field purpose), key pairs pending (field pending)",
+                   415: "unsupported-media-type"}),
+    "gateway-keys-requests": RouteDoc(
+        "The PKCS#10 certificate requests of the pending key pairs",
+        response="<certificate-requests purpose generation> of <request usage>hex DER</request>",
+        responses={200: "the requests", 403: "auth-required", 409: "state-conflict: nothing pending"}),
+    "gateway-keys-certificates": RouteDoc(
+        "Install the certificates issued for the pending key pairs (personalisation: active at once)",
+        request="<certificates xmlns=\"urn:smgw-emu:keybank:1\"> of <certificate usage>hex DER</certificate> and <ca-certificate>",
+        response="<gateway-keys>",
+        responses={200: "installed; event personalisation-completed (6.7.1)", 400: "malformed, bad-xml", 403: "auth-required",
+                   409: "state-conflict: nothing pending, or certified already", 415: "unsupported-media-type",
+                   422: "invalid-certificate (field certificate[usage]): another key, another gateway, key usage, chain"}),
+    "gateway-keys-activate": RouteDoc(
+        "Key change (6.7.2): the certified new keys serve the next connections",
+        response="<gateway-keys generation>",
+        responses={200: "active; event key-change-completed", 403: "auth-required",
+                   409: "state-conflict: no certified pending key pairs"}),
+    "gateway-keys-discard": RouteDoc(
+        "Discard pending key pairs (the active ones stay)",
+        responses={204: "discarded", 403: "auth-required", 409: "state-conflict: nothing pending"}),
 }
 
 
@@ -149,6 +256,8 @@ _PARAM_DOCS = {
     "ldev": "LDEV id (a profile's id: partner id, meter id, profile id; the gateway id)",
     "object": "<class id>-<OBIS code, 12 hex digits>, e.g. 28300-0000800002ff",
     "index": "attribute or method index, 1..255",
+    "bank": "key bank: ACTIVE or GWAPRE",
+    "fingerprint": "SHA-256 of the root certificate's DER, 64 hex digits",
 }
 
 

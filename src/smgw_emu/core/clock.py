@@ -38,12 +38,23 @@ class Clock(Protocol):
 
 
 class RealClock:
-    """Wall-clock time. Timers are driven by an asyncio adapter, not by this class."""
+    """Wall-clock time. Timers are driven by an asyncio adapter, not by this class.
+
+    `set()` (a time synchronisation, 5.13) does not touch the host's clock: it keeps the
+    difference as `offset`, which `now()` adds. The monotonic clock is never adjusted.
+    """
 
     virtual = False
 
+    def __init__(self, offset: _dt.timedelta = _dt.timedelta(0)) -> None:
+        self.offset = offset
+
     def now(self) -> _dt.datetime:
-        return _dt.datetime.now(UTC)
+        return _dt.datetime.now(UTC) + self.offset
+
+    def set(self, when: _dt.datetime) -> None:
+        """Set the gateway's wall time to `when` (the host clock stays as it is)."""
+        self.offset = utc(when) - _dt.datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from smgw_emu.core import cms
 from smgw_emu.core.certcheck import CertificateTrust
+from smgw_emu.core.cls import han_address_problem
 from smgw_emu.core.cosem.errors import (
     AccessDenied,
     CosemError,
@@ -251,6 +252,8 @@ class ProfileChange:
     key_deletes: tuple[str, ...] = ()
     result: DlmsValue | None = None             # a method's return value
     target: CosemObject | None = None           # the object the request addressed, after the change
+    level: int = 1                              # of the system-log entry: 1 info .. 4 fatal
+    outcome: int = 0                            # of the system-log entry: 0 success, 1 failure
 
 
 def meter_key_banks(meter_id: str) -> tuple[str, str, str]:
@@ -476,9 +479,22 @@ def _validate_meter(model, ldev, new, old, ctx) -> _Implied:
     certificate = _py(new, "meter_certificate")
     if certificate and _changed(old, new, "meter_certificate"):
         _check_certificate(ctx, certificate, "tls", "meter_certificate")
+    address = _py(new, "lmn_address")
+    if address and _changed(old, new, "lmn_address"):
+        _check_lmn_address(address, "lmn_address")
     implied.summary = {"meter": meter_id, "meter-type": meter_type, "capture-period-s": str(period),
                        "key-material": "yes" if _py(new, "encrypted_key") else "no"}
     return implied
+
+
+def _check_lmn_address(address: str, name: str) -> None:
+    """[ours] A meter's place on the emulated LMN: "host:port" or "[IPv6]:port" (core/lmn.py)."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ProfileError(f"{name} must be host:port (port 1..65535), not {address[:60]!r}", field=name)
+    _check_host(host, name)
 
 
 def _emt_profile(model: CosemModel, partner: str, name: str) -> CosemObject:
@@ -622,6 +638,9 @@ def _validate_cls(model, ldev, new, old, ctx) -> _Implied:
         raise ProfileError("max_bandwidth_kbps must be at least 1", field="max_bandwidth_kbps")
     if not 1 <= _py(new, "max_session_s") <= MAX_SESSION_S:
         raise ProfileError(f"max_session_s must be 1..{MAX_SESSION_S} (48 h, TR-03116-3)", field="max_session_s")
+    problem = han_address_problem(_py(new, "hks"), _py(new, "cls_address"))  # core/cls.py: the HKS 4/5 dial target
+    if problem:
+        raise ProfileError(problem, field="cls_address")
     return _Implied(summary={"profile": _py(new, "profile_id"), "cls-device": device, "emt": _py(new, "emt_id"),
                              "hks": str(_py(new, "hks"))})
 
@@ -819,19 +838,14 @@ _PLANNED = {"terminate": "figs. 49/50", "readout": "figs. 51-53", "disconnect": 
             "reset": "no process uses it", "capture": "no process uses it"}
 
 
-def _has_key_material(obj: CosemObject) -> bool:
-    return bool(_py(obj, "encrypted_key")) or bool(_py(obj, "meter_certificate"))
-
-
 def _pair(model, ldev, obj, argument, ctx) -> ProfileChange:
     """6.4.2.6: start pairing. [ours] The LMN side completes it (paired / failed) later."""
     state = _py(obj, "pairing_state")
     if state in ("pairing", "paired"):
         raise StateConflict(f"meter {ldev.id} is {state}" + ("; use crypto_reset to renew its keys" if state == "paired" else ""),
                             field="pairing_state")
-    if not _has_key_material(obj):
-        raise StateConflict(f"meter {ldev.id} has no key material: set encrypted_key or meter_certificate first",
-                            field="encrypted_key")
+    if not _py(obj, "encrypted_key"):  # [ours] the LMN files of pairing are signed with it (core/lmn.py)
+        raise StateConflict(f"meter {ldev.id} has no initial key: set encrypted_key first", field="encrypted_key")
     new = _copy(obj)
     _put(new, "pairing_state", "pairing")
     details = {**_base_details(ldev, new), "meter": ldev.id, "previous-state": state}

@@ -46,6 +46,14 @@ class InfoReportChannel:
         self.failed_attempts = 0
         self.idle = asyncio.Event()
 
+    def retarget(self, *, url: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Deliver to another GWA URL, or with another TLS context, from the next batch on (a GWA
+        change, new trust anchors). The pinned peer follows the PeerCheck passed at start."""
+        if url is not None:
+            self.url = url
+        if ssl_context is not None:
+            self._ssl = ssl_context
+
     def notify(self) -> None:
         """New reports are in the outbox."""
         self._wake.set()

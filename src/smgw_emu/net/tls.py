@@ -140,11 +140,50 @@ def client_context(profile: TlsProfile, *, chain: Path, key: Path, cafile: Path)
     return context
 
 
-def server_context(profile: TlsProfile, *, chain: Path, key: Path, cafile: Path) -> ssl.SSLContext:
-    """The context of a TLS server (the reference GWA, the HAN interface)."""
+def client_context_with_roots(profile: TlsProfile, *, chain: Path, key: Path, roots_pem: str) -> ssl.SSLContext:
+    """As `client_context`, trusting exactly the root certificates given (PEM text) instead of a
+    file: the gateway's trust anchors live in its state store and change at run time (Lastenheft
+    6.7.3/6.7.4), and a context cannot forget a root, so a change builds a new context."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    _apply_profile(context, profile)
+    try:
+        context.load_cert_chain(str(chain), str(key))
+        context.load_verify_locations(cadata=roots_pem)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise TlsConfigError(f"cannot load TLS identity ({chain}, {key}) or the trust anchors: {exc}") from None
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def server_context(profile: TlsProfile, *, chain: Path, key: Path, cafile: Path,
+                   client_certificate: str = "required") -> ssl.SSLContext:
+    """The context of a TLS server (the reference GWA, the HAN interface).
+
+    `client_certificate="optional"` is for the consumer at the HAN interface (DOMAIN.md §7), who
+    signs in with a user name and password or his own certificate: a client may present none,
+    but a certificate it presents must chain to `cafile` or the handshake fails."""
+    if client_certificate not in ("required", "optional"):
+        raise TlsConfigError(f"client_certificate must be 'required' or 'optional', not {client_certificate!r}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _apply_profile(context, profile)
     _load_identity(context, chain, key, cafile)
+    if client_certificate == "optional":
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def client_context_without_identity(profile: TlsProfile, *, cafile: Path) -> ssl.SSLContext:
+    """A TLS client that presents no certificate and checks the server's chain against `cafile`
+    (the consumer who signs in with a password at the HAN interface, e.g. TRuDI)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    _apply_profile(context, profile)
+    try:
+        context.load_verify_locations(cafile=str(cafile))
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"cannot load trust anchors {cafile}: {exc}") from None
+    context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
@@ -158,6 +197,12 @@ class PeerCheck:
 
     expected_fingerprints: set[str] = field(default_factory=set)
     _verdicts: dict[bytes, str | None] = field(default_factory=dict, repr=False)
+
+    def pin(self, fingerprints: set[str]) -> None:
+        """Expect other certificates from now on (a GWA change): every channel holding this check
+        follows, including a re-check of an open channel's peer (POST /smgw/auth)."""
+        self.expected_fingerprints = set(fingerprints)
+        self._verdicts.clear()
 
     def problem(self, peer_der: bytes | None) -> str | None:
         """None if the peer is acceptable, else the reason (for the log). Verdicts are cached per

@@ -20,8 +20,8 @@ class PeerRejected(aiohttp.ClientConnectionError):
 
 
 class PinnedConnector(aiohttp.TCPConnector):
-    def __init__(self, *, ssl_context: ssl.SSLContext, peer_check: PeerCheck, **kwargs) -> None:
-        super().__init__(ssl=ssl_context, force_close=True, **kwargs)
+    def __init__(self, *, ssl_context: ssl.SSLContext, peer_check: PeerCheck, force_close: bool = True, **kwargs) -> None:
+        super().__init__(ssl=ssl_context, force_close=force_close, **kwargs)
         self._peer_check = peer_check
 
     async def _create_connection(self, req, traces, timeout):  # type: ignore[override]
@@ -35,10 +35,13 @@ class PinnedConnector(aiohttp.TCPConnector):
         return protocol
 
 
-def wan_session(ssl_context: ssl.SSLContext, peer_check: PeerCheck, total_timeout: float) -> aiohttp.ClientSession:
-    """One channel's HTTP session; closing it closes the channel (5.5, 5.7)."""
+def wan_session(ssl_context: ssl.SSLContext, peer_check: PeerCheck, total_timeout: float, *,
+                keep_alive: bool = False) -> aiohttp.ClientSession:
+    """One channel's HTTP session; closing it closes the channel (5.5, 5.7). With `keep_alive`
+    several requests share one TLS connection (a firmware download's Range requests); every new
+    connection is checked against the profile again."""
     return aiohttp.ClientSession(
-        connector=PinnedConnector(ssl_context=ssl_context, peer_check=peer_check),
+        connector=PinnedConnector(ssl_context=ssl_context, peer_check=peer_check, force_close=not keep_alive),
         timeout=aiohttp.ClientTimeout(total=total_timeout),
         headers={"User-Agent": "smgw-emu"},
     )

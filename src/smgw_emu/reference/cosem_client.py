@@ -120,7 +120,7 @@ def evaluation_profile_values(pki: PkiDir, profile_id: str, /, *, billing: bool 
 
 def cls_proxy_profile_values(pki: PkiDir, profile_id: str, /, **changes: Any) -> dict[str, Any]:
     values = {"profile_id": profile_id, "cls_device_id": pki.identities.cls, "emt_id": pki.identities.emt,
-              "hks": 4, "max_bandwidth_kbps": 64, "max_session_s": 3600}
+              "hks": 4, "max_bandwidth_kbps": 64, "max_session_s": 3600, "cls_address": "cls.example:4712"}
     values.update(changes)
     return values
 

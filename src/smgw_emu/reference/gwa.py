@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import Callable
 
 import h11
 from aiohttp import web
@@ -26,6 +27,7 @@ from cryptography import x509
 from multidict import CIMultiDict
 
 from smgw_emu.core.events import Event, decode_event
+from smgw_emu.core.timesync import time_document
 from smgw_emu.core.wakeup import build_wakeup
 from smgw_emu.net.tls import PROFILES, TlsProfile, server_context
 from smgw_emu.pki import PkiDir
@@ -181,6 +183,17 @@ class ReferenceGwa:
         self.downloads: dict[str, bytes] = {}
         self.reports: list[ReceivedReport] = []
         self.report_status = 200  # what the INFO-REPORT endpoint answers; set to 503 to make the gateway retry
+        # 5.14: answers for the next reports, taken in order before report_status: a status, or
+        # "drop" (take the event, then close the connection without answering: a lost acknowledgement)
+        self.report_answers: list[int | str] = []
+        self.record_acknowledgements = False  # also put the GWA's answer to each report in the transcript
+        self.duplicates: list[Event] = []     # reports dropped as duplicates (same gateway, id and body)
+        self._acknowledged: dict[tuple[str, int], bytes] = {}
+        # 5.13: the time service at <admin_service_url>time; its clock, an answer delay, a body override
+        self.time_source: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.timezone.utc)
+        self.time_delay = 0.0
+        self.time_body: bytes | None = None
+        self.admin_service_status: int | None = None  # set (e.g. 503) to make ADMIN-SERVICE refuse every GET
         self._unclaimed: list[GwaChannel] = []  # accepted, not yet handed to a waiter
         self._channel_arrived = asyncio.Condition()
         self.channels: list[GwaChannel] = []
@@ -197,6 +210,7 @@ class ReferenceGwa:
             ssl_handshake_timeout=10,
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/admin-service/time", self._time_service)  # before the catch-all below
         app.router.add_get("/admin-service/{name:.+}", self._admin_service)
         app.router.add_post("/info-report", self._info_report)
         self._runner = web.AppRunner(app, access_log=None)
@@ -303,12 +317,36 @@ class ReferenceGwa:
 
     async def _admin_service(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        self.transcript.add("admin-service-get", SMGW, GWA, "admin-service", f"GET {name} by {self._peer_subject(request)}")
+        wanted = request.headers.get("Range", "")
+        shown = f" {wanted}" if wanted else ""
+        self.transcript.add("admin-service-get", SMGW, GWA, "admin-service", f"GET {name}{shown} by {self._peer_subject(request)}")
+        if self.admin_service_status is not None:
+            self.transcript.add(f"admin-service-response-{self.admin_service_status}", GWA, SMGW, "admin-service", name)
+            return web.Response(status=self.admin_service_status)
         if name not in self.downloads:
             self.transcript.add("admin-service-response-404", GWA, SMGW, "admin-service", name)
             return web.Response(status=404)
+        data = self.downloads[name]
+        if wanted:  # one range, RFC 9110 14.2: bytes=a-b or bytes=a- (what the gateway sends)
+            span = _byte_range(wanted, len(data))
+            if span is None:
+                self.transcript.add("admin-service-response-416", GWA, SMGW, "admin-service", f"{name}{shown}")
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+            start, end = span
+            self.transcript.add("admin-service-response-206", GWA, SMGW, "admin-service", f"{name} bytes {start}-{end}/{len(data)}")
+            return web.Response(status=206, body=data[start:end + 1], content_type="application/octet-stream",
+                                headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"})
         self.transcript.add("admin-service-response-200", GWA, SMGW, "admin-service", name)
-        return web.Response(body=self.downloads[name], content_type="application/octet-stream")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _time_service(self, request: web.Request) -> web.Response:
+        """5.13: the GWA's time (TLS, mutual authentication, like every ADMIN-SERVICE request)."""
+        self.transcript.add("get-time", SMGW, GWA, "admin-service", f"GET time by {self._peer_subject(request)}")
+        if self.time_delay:
+            await asyncio.sleep(self.time_delay)
+        body = self.time_body if self.time_body is not None else time_document(self.time_source())
+        self.transcript.add("time-response", GWA, SMGW, "admin-service", body.decode("utf-8", "replace")[:120])
+        return web.Response(body=body, content_type="application/xml")
 
     async def _info_report(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -316,14 +354,38 @@ class ReferenceGwa:
             event = decode_event(body)
         except Exception:  # a report that is no event document is still recorded
             event = None
+        answer = self.report_answers.pop(0) if self.report_answers else self.report_status
         step = f"event-{event.type}" if event else "info-report"
-        self.transcript.add(step, SMGW, GWA, "info-report", f"id={event.id if event else '?'} status={self.report_status}")
-        if 200 <= self.report_status < 300:
+        self.transcript.add(step, SMGW, GWA, "info-report", f"id={event.id if event else '?'} status={answer}")
+        # De-duplication by id (5.14): a retry of a report already taken is byte-identical; the same
+        # id with another body is a new report (e.g. a gateway whose state was reset).
+        key = (event.gateway, event.id) if event is not None and event.id is not None else None
+        duplicate = key is not None and self._acknowledged.get(key) == body
+        taken = answer == "drop" or (isinstance(answer, int) and 200 <= answer < 300)
+        if taken and duplicate:
+            self.duplicates.append(event)
+        elif taken:
+            if key is not None:
+                self._acknowledged[key] = body
             self.reports.append(ReceivedReport(body, event, self._peer_subject(request)))
             for waiter in list(self._report_waiters):
                 if not waiter.done():
                     waiter.set_result(None)
-        return web.Response(status=self.report_status)
+        if answer == "drop":
+            self._ack_step("report-lost", "event taken, connection closed without an answer")
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=200)  # never reaches the gateway
+        if taken:
+            self._ack_step("report-duplicate-acknowledged" if duplicate else "report-acknowledged",
+                           f"{answer}{' (duplicate dropped)' if duplicate else ''}")
+        else:
+            self._ack_step(f"report-refused-{answer}", str(answer))
+        return web.Response(status=int(answer))
+
+    def _ack_step(self, step: str, detail: str) -> None:
+        if self.record_acknowledgements:
+            self.transcript.add(step, GWA, SMGW, "info-report", detail)
 
     def events(self, event_type: str | None = None) -> list[Event]:
         return [r.event for r in self.reports if r.event and (event_type is None or r.event.type == event_type)]
@@ -345,6 +407,17 @@ class ReferenceGwa:
             finally:
                 self._report_waiters.remove(waiter)
         return self.events(event_type)
+
+
+def _byte_range(header: str, length: int) -> tuple[int, int] | None:
+    """'bytes=a-b' / 'bytes=a-' -> (a, min(b, length - 1)); None if unsatisfiable or not one range."""
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip() != "bytes" or not dash or not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    end = min(int(last), length - 1) if last else length - 1
+    return (start, end) if start < length and start <= end else None
 
 
 def random_nonce() -> bytes:

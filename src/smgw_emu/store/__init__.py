@@ -288,6 +288,34 @@ class StateStore:
         )
         return [LogEntry(*r[:8], json.loads(r[8])) for r in rows][::-1]
 
+    def log_count(self, log: str = "system") -> int:
+        return int(self._c.execute("SELECT COUNT(*) FROM log WHERE log=?", (log,)).fetchone()[0])
+
+    def log_page(self, log: str, offset: int, count: int) -> list[LogEntry]:
+        """Entries `offset` .. `offset + count - 1` of `log` (0 = its oldest), oldest first."""
+        rows = self._c.execute(
+            "SELECT record, log, parent, level, outcome, ts, event, message, details FROM log"
+            " WHERE log=? ORDER BY record LIMIT ? OFFSET ?",
+            (log, count, offset),
+        )
+        return [LogEntry(*r[:8], json.loads(r[8])) for r in rows]
+
+    def log_between(self, log: str, from_ts: str | None, to_ts: str | None, limit: int) -> list[LogEntry]:
+        """At most `limit` entries of `log` with from_ts <= ts < to_ts (time stamps as stored), oldest first."""
+        rows = self._c.execute(
+            "SELECT record, log, parent, level, outcome, ts, event, message, details FROM log"
+            " WHERE log=? AND ts>=? AND ts<? ORDER BY record LIMIT ?",
+            (log, from_ts or "", to_ts if to_ts is not None else "\uffff", limit),
+        )
+        return [LogEntry(*r[:8], json.loads(r[8])) for r in rows]
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's PRAGMA integrity_check: ["ok"], or the problems it found."""
+        try:
+            return [str(r[0]) for r in self._c.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            return [f"integrity check failed: {exc}"]
+
     def pending(self, channel: str, limit: int = 100) -> list[OutboxItem]:
         rows = self._c.execute(
             "SELECT id, channel, kind, created_at, body, attempts, last_error FROM outbox"
