@@ -41,6 +41,8 @@ LOCAL_EVENTS = {
     "normal-operation",  # 6.2 transfer into normal operation
     # 6.8 CLS proxy: the gateway's own decisions to set up a relay (app/cls.py)
     "cls-connection-authorised", "cls-connection-triggered",
+    # 6.5.13 / 6.5.14 meter data to the EMT: a period's values derived and queued (app/datatransfer.py)
+    "billing-period-end", "send-interval-due",
 }
 
 

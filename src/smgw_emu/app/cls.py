@@ -88,7 +88,8 @@ class ClsProxyService:
         han = PROFILES["han"]
         # [ours] On the HAN the gateway presents its TLS certificate (gateway-tls); fig. 72 (HAN
         # certificate change) may give it one of its own.
-        identity = {"chain": pki.chain_path("gateway-tls"), "key": pki.key_path("gateway-tls"), "cafile": pki.root_ca}
+        # (app/localidentity.py: its HAN identity, the PKI's gateway-tls until the first change)
+        identity = {**gw.identities.files("han"), "cafile": pki.root_ca}
         try:
             self.han_server_context = server_context(han, **identity)
             self.han_client_context = client_context(han, **identity)

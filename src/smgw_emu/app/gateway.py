@@ -15,6 +15,7 @@ from smgw_emu.app.api import ApiError, ApiRequest, ApiResponse, Router
 from smgw_emu.app.cls import ClsProxyService
 from smgw_emu.app.config import GatewayConfig
 from smgw_emu.app.cosem_api import CosemApi
+from smgw_emu.app.datatransfer import DataTransferService
 from smgw_emu.app.han import HanConsumerService
 from smgw_emu.app.firmware import FirmwareService
 from smgw_emu.app.operating import OperatingStateService
@@ -22,6 +23,7 @@ from smgw_emu.app.operations import Operations
 from smgw_emu.app.journal import LEVEL_WARNING, Journal
 from smgw_emu.app.meters import MeterService
 from smgw_emu.app.keybanks import KeyBankService
+from smgw_emu.app.localidentity import LocalIdentityService
 from smgw_emu.core.clock import Clock, make_clock
 from smgw_emu.core.session import SessionLimits
 from smgw_emu.core.wakeup import WakeUpVerifier
@@ -105,6 +107,7 @@ class Gateway:
         #: Called with each MANAGEMENT channel once it is open and in AUTH (e.g. 6.6.8 in app/keybanks.py).
         self.on_channel_opened: list = []
         self.keybanks = KeyBankService(self)  # GWA key banks, GWA change, trust anchors (6.6, 6.7)
+        self.identities = LocalIdentityService(self)  # the gateway's HAN and LMN TLS identities (6.7.5, 6.7.6)
 
     # -- start and stop ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +124,7 @@ class Gateway:
             raise GatewayStartError(str(exc)) from None
         self.journal = Journal(self.store, self.clock, self.id)
         self.gwa = self._load_or_seed_gwa_profile()  # the GWA of the key bank in use (app/keybanks.py)
+        self.identities.load()
         profile = PROFILES[cfg.tls.profile]
         if cfg.tls.allow_tls13:
             from dataclasses import replace
@@ -155,6 +159,8 @@ class Gateway:
         self.operations.start()  # runs the start-up self test (its result goes into gateway-started)
         self.operating = OperatingStateService(self)  # 6.2: delivery -> normal operation (fig. 20)
         self.operating.start()
+        self.datatransfer = DataTransferService(self)  # meter data to the EMT, terminate (app/datatransfer.py)
+        self.datatransfer.start()
         self.cls = ClsProxyService(self)  # 6.8 CLS proxy: HAN interface, HKS 3/4/5 relays (app/cls.py)
         await self.cls.start()
         self.han = HanConsumerService(self)  # the consumer's view at the HAN interface, TRuDI (app/han.py)
@@ -195,10 +201,13 @@ class Gateway:
             await self.meters.stop()
         if self.operations:
             await self.operations.stop()
+        if getattr(self, "datatransfer", None):
+            await self.datatransfer.stop()
         if self.cls:
             await self.cls.stop()
         if self.han:
             await self.han.stop()
+        await self.identities.stop()
         self.keybanks.stop()
         for task in self._tasks + ([self._connecting] if self._connecting else []):
             task.cancel()
@@ -327,6 +336,7 @@ class Gateway:
     # -- routes of this layer ----------------------------------------------------------------
     def _install_routes(self, router: Router) -> None:
         self.keybanks.install(router)  # /smgw/keybanks, /smgw/trust/roots (6.6, 6.7.3, 6.7.4)
+        self.identities.install(router)  # /smgw/keys/han, /smgw/keys/lmn (6.7.5, 6.7.6)
         router.add("GET", r"/smgw/auth", self._get_auth, admin=False, name="auth-state")
         router.add("POST", r"/smgw/auth", self._post_auth, admin=False, name="auth-establish")
         router.add("DELETE", r"/smgw/auth", self._delete_auth, admin=False, name="auth-end")

@@ -140,10 +140,14 @@ class HanConsumerService:
             first = next(iter(self._hashes.values()))
             self._dummy = PasswordHash(first.n, first.r, first.p, bytes(len(first.salt)), bytes(len(first.digest)))
         try:
-            self.certificate_der = x509.load_pem_x509_certificate(pki.cert_path(cfg.certificate).read_bytes()) \
-                .public_bytes(serialization.Encoding.DER)
-            context = server_context(profile, chain=pki.chain_path(cfg.certificate), key=pki.key_path(cfg.certificate),
-                                     cafile=pki.root / cfg.client_ca, client_certificate="optional")
+            if gw.identities.has_own("han"):  # fig. 72 gave the gateway a HAN certificate of its own
+                self.certificate_der = gw.identities.certificate_der("han")
+                files = gw.identities.files("han")
+            else:
+                self.certificate_der = x509.load_pem_x509_certificate(pki.cert_path(cfg.certificate).read_bytes()) \
+                    .public_bytes(serialization.Encoding.DER)
+                files = {"chain": pki.chain_path(cfg.certificate), "key": pki.key_path(cfg.certificate)}
+            context = server_context(profile, **files, cafile=pki.root / cfg.client_ca, client_certificate="optional")
         except Exception as exc:  # OSError, ValueError, TlsConfigError: say it, don't trace it
             raise GatewayStartError(f"HAN consumer interface: TLS set-up failed: {exc}") from None
         self.server = HanServer(

@@ -50,9 +50,9 @@ class MeterService:
         gw = self.gw
         profile = PROFILES["lmn"]
         try:
-            # [ours] the gateway shows its TLS certificate on the LMN too (fig. 73 may give it its own)
-            self.ssl_context = client_context(profile, chain=gw.pki.chain_path("gateway-tls"),
-                                              key=gw.pki.key_path("gateway-tls"), cafile=gw.pki.root_ca)
+            # [ours] the gateway's LMN identity: its TLS certificate until the LMN certificate change
+            # (fig. 73, app/localidentity.py) gives it one of its own
+            self.ssl_context = client_context(profile, **gw.identities.files("lmn"), cafile=gw.pki.root_ca)
         except Exception as exc:
             raise GatewayStartError(f"LMN TLS set-up failed: {exc}") from None
         cfg = gw.config.lmn

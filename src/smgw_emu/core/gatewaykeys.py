@@ -35,7 +35,7 @@ from smgw_emu.core.keybanks import certificate_fingerprint
 from smgw_emu.core.profiles import InvalidCertificate, StateConflict
 
 __all__ = ["GatewayKeys", "Identity", "KeyTransition", "Pending", "PURPOSES", "ROW_ACTIVE", "ROW_PENDING", "USAGES",
-           "chain_of", "key_pem", "load_key"]
+           "certificate_request", "chain_of", "key_pem", "load_key"]
 
 USAGES = ("tls", "sig", "enc")
 ROW_ACTIVE = "gateway/ACTIVE"
@@ -267,12 +267,13 @@ class GatewayKeys:
                              "discarded; the active keys stay", {"generation": str(self.pending.generation)})
 
 
-def _request(key: ec.EllipticCurvePrivateKey, gateway_id: str, usage: str) -> bytes:
+def _request(key: ec.EllipticCurvePrivateKey, gateway_id: str, usage: str, unit: str | None = None) -> bytes:
+    """PKCS#10 for ``key`` (subject CN = gateway id, OU ``unit`` or gateway-<usage>), signed with it."""
     digital_signature, key_agreement = _USAGE_BITS[usage]
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gateway_id),
-                                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"gateway-{usage}")]))
+                                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit or f"gateway-{usage}")]))
         .add_extension(x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False, key_agreement=key_agreement,
                                      key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
@@ -280,3 +281,7 @@ def _request(key: ec.EllipticCurvePrivateKey, gateway_id: str, usage: str) -> by
         .sign(key, _hash_for(key))
     )
     return csr.public_bytes(serialization.Encoding.DER)
+
+
+#: Public name of the PKCS#10 builder, for the gateway's other identities (core/localidentity.py).
+certificate_request = _request

@@ -110,6 +110,10 @@ class HanServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Accept(self), self.host, self.port)
 
+    def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
+        """Present another identity from the next connection on (6.7.5); open ones keep theirs."""
+        self._ssl = ssl_context
+
     @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None

@@ -194,3 +194,16 @@ def gateway_certificates_document(certificates: dict[str, x509.Certificate],
     children = [("certificate", {"usage": u}, der(certificates[u]).hex()) for u in ("tls", "sig", "enc")]
     children += [("ca-certificate", {}, der(c).hex()) for c in cas]
     return _document("certificates", children)
+
+
+# -- the gateway's HAN and LMN identities (6.7.5, 6.7.6; app/localidentity.py) ---------------------
+
+KEYS_HAN = KEYS + "/han"
+KEYS_LMN = KEYS + "/lmn"
+
+
+def identity_certificate_document(certificate: x509.Certificate, cas: tuple[x509.Certificate, ...] = ()) -> bytes:
+    """PUT /smgw/keys/han|lmn/certificates: the certificate issued for the gateway's new HAN or LMN key."""
+    children = [("certificate", {"usage": "tls"}, der(certificate).hex())]
+    children += [("ca-certificate", {}, der(c).hex()) for c in cas]
+    return _document("certificates", children)
