@@ -25,6 +25,7 @@ from typing import Awaitable, Callable
 from smgw_emu.core.cls import CHUNK_BYTES, TO_CLS, TO_EMT, ClsConnection
 from smgw_emu.net.management import tls_error
 from smgw_emu.net.timers import Cancellable, Timers
+from smgw_emu.net.tlsserver import TlsServer
 
 log = logging.getLogger("smgw_emu.cls")
 
@@ -87,94 +88,35 @@ async def dial(side: str, host: str, port: int, ssl_context: ssl.SSLContext, *, 
     return Leg(side, reader, writer, peer_der, f"{host}:{port}")
 
 
-class _Accepted(asyncio.Protocol):
-    """A fresh TCP connection on the HAN interface: nothing is read until the TLS handshake
-    starts (a StreamReader would swallow the ClientHello before start_tls could see it)."""
-
-    def __init__(self, listener: "HanListener") -> None:
-        self._listener = listener
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]
-        self._listener._spawn(transport)  # type: ignore[arg-type]
+class _StreamProtocol(asyncio.StreamReaderProtocol):
+    def __init__(self) -> None:
+        self.reader = asyncio.StreamReader()
+        super().__init__(self.reader)
 
 
-class HanListener:
+class HanListener(TlsServer):
     """TLS server for CLS devices on the HAN. ``on_leg`` gets every connection whose handshake
     succeeded; ``on_refused(reason, message, peer)`` hears of every one that failed."""
 
     def __init__(self, *, host: str, port: int, ssl_context: ssl.SSLContext, handshake_timeout: float,
                  on_leg: Callable[[Leg], Awaitable[None]], on_refused: Callable[[str, str, str], None]) -> None:
-        self.host, self.port = host, port
-        self._ssl = ssl_context
-        self._timeout = handshake_timeout
+        super().__init__(host=host, port=port, ssl_context=ssl_context, handshake_timeout=handshake_timeout,
+                         on_refused=on_refused)
         self._on_leg = on_leg
-        self._on_refused = on_refused
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task] = set()
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Accepted(self), self.host, self.port)
+    def protocol(self) -> asyncio.Protocol:
+        return _StreamProtocol()
 
-    def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
-        """Present another identity from the next connection on (6.7.5); open ones keep theirs."""
-        self._ssl = ssl_context
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return host, port
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    def _spawn(self, transport: asyncio.Transport) -> None:
-        task = asyncio.get_running_loop().create_task(self._accept(transport))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _accept(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        peer_address = transport.get_extra_info("peername")
-        peer = f"{peer_address[0]}:{peer_address[1]}" if peer_address else "?"
-        reader = asyncio.StreamReader()
-        protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            try:
-                tls_transport = await asyncio.wait_for(loop.start_tls(
-                    transport, protocol, self._ssl, server_side=True, ssl_handshake_timeout=self._timeout), self._timeout + 1)
-            except ssl.SSLError as exc:
-                self._on_refused("tls-handshake-failed", f"TLS handshake with {peer} on the HAN failed: {tls_error(exc)}", peer)
-                transport.abort()
-                return
-            except (OSError, asyncio.TimeoutError) as exc:
-                detail = "no TLS handshake in time" if isinstance(exc, asyncio.TimeoutError) else (str(exc) or "the connection ended during the handshake")
-                self._on_refused("tls-handshake-failed", f"TLS handshake with {peer} on the HAN failed: {detail}", peer)
-                transport.abort()
-                return
-            # start_tls does not call connection_made; without it the reader has no transport
-            # (no flow control towards the device) and the protocol would not know it runs over TLS
-            protocol.connection_made(tls_transport)
-            writer = asyncio.StreamWriter(tls_transport, protocol, reader, loop)
-            ssl_object = tls_transport.get_extra_info("ssl_object")
-            peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-            await self._on_leg(Leg("cls", reader, writer, peer_der, peer))
-        except asyncio.CancelledError:
-            transport.abort()
-            raise
-        except Exception:  # never let one device's connection take the listener down
-            log.exception("HAN connection from %s failed", peer)
-            transport.abort()
+    async def connected(self, tls: asyncio.BaseTransport, protocol: asyncio.Protocol, peer: str) -> None:
+        assert isinstance(protocol, _StreamProtocol)
+        # start_tls does not call connection_made; without it the reader has no transport
+        # (no flow control towards the device) and the protocol would not know it runs over TLS
+        protocol.connection_made(tls)
+        writer = asyncio.StreamWriter(tls, protocol, protocol.reader, asyncio.get_running_loop())  # type: ignore[arg-type]
+        reader = protocol.reader
+        ssl_object = tls.get_extra_info("ssl_object")
+        peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        await self._on_leg(Leg("cls", reader, writer, peer_der, peer))
 
 
 class Relay:

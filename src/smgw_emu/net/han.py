@@ -23,8 +23,8 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
-from smgw_emu.net.management import tls_error
 from smgw_emu.net.timers import Cancellable, Timers
+from smgw_emu.net.tlsserver import TlsServer
 
 log = logging.getLogger("smgw_emu.han")
 
@@ -64,17 +64,6 @@ class _Held(asyncio.Protocol):
         self.lost, self.exc = True, exc
 
 
-class _Accept(asyncio.Protocol):
-    """The plain TCP connection until its TLS handshake starts; reading waits for start_tls."""
-
-    def __init__(self, server: "HanServer") -> None:
-        self._server = server
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]  # the ClientHello waits for start_tls
-        self._server._spawn(transport)  # type: ignore[arg-type]
-
-
 class _WebServer(web.Server):
     """aiohttp's low-level server, telling us when a connection ends."""
 
@@ -87,53 +76,27 @@ class _WebServer(web.Server):
         self._on_lost(handler)
 
 
-class HanServer:
+class HanServer(TlsServer):
     """HTTPS on `host:port` for the consumer. ``on_refused(reason, message, peer)`` hears of every
     connection whose TLS handshake failed (reason ``tls-handshake-failed``)."""
 
     def __init__(self, *, host: str, port: int, ssl_context: ssl.SSLContext, handler: RequestHandler,
                  timers: Timers, handshake_timeout: float, max_session_s: float,
                  on_refused: Callable[[str, str, str], None], idle_timeout_s: float = 75.0) -> None:
-        self.host, self.port = host, port
-        self._ssl = ssl_context
+        super().__init__(host=host, port=port, ssl_context=ssl_context, handshake_timeout=handshake_timeout,
+                         on_refused=on_refused)
         self._timers = timers
-        self._timeout = handshake_timeout
         self._max_session_s = max_session_s
-        self._on_refused = on_refused
         self._web = _WebServer(handler, on_lost=self._lost, keepalive_timeout=idle_timeout_s)
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task] = set()
         self._limits: dict[Any, Cancellable] = {}   # aiohttp handler -> its session-lifetime timer
         self.connections_accepted = 0
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Accept(self), self.host, self.port)
-
-    def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
-        """Present another identity from the next connection on (6.7.5); open ones keep theirs."""
-        self._ssl = ssl_context
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return host, port
 
     @property
     def open_connections(self) -> int:
         return len(self._web.connections)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await super().close()
         for timer in self._limits.values():
             timer.cancel()
         self._limits.clear()
@@ -141,38 +104,12 @@ class HanServer:
             await asyncio.wait_for(self._web.shutdown(1.0), 2.0)
 
     # -- one connection ----------------------------------------------------------------------
-    def _spawn(self, transport: asyncio.Transport) -> None:
-        task = asyncio.get_running_loop().create_task(self._handshake(transport))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def protocol(self) -> asyncio.Protocol:
+        return _Held()
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        peer_info = transport.get_extra_info("peername")
-        peer = f"{peer_info[0]}:{peer_info[1]}" if peer_info else "?"
-        held = _Held()
-        try:
-            tls = await asyncio.wait_for(
-                loop.start_tls(transport, held, self._ssl, server_side=True, ssl_handshake_timeout=self._timeout),
-                self._timeout + 1)
-        except ssl.SSLError as exc:
-            transport.abort()
-            self._on_refused("tls-handshake-failed", f"TLS handshake with {peer} on the HAN failed: {tls_error(exc)}", peer)
-            return
-        except (OSError, asyncio.TimeoutError) as exc:
-            transport.abort()
-            detail = "no TLS handshake in time" if isinstance(exc, (asyncio.TimeoutError, ConnectionAbortedError)) \
-                else "the client closed the connection during the handshake"
-            self._on_refused("tls-handshake-failed", f"TLS handshake with {peer} on the HAN failed: {detail}", peer)
-            return
-        except Exception as exc:  # anything else: the connection goes, the server stays
-            transport.abort()
-            log.exception("HAN connection from %s: TLS set-up failed", peer)
-            self._on_refused("tls-handshake-failed", f"TLS set-up with {peer} on the HAN failed: {type(exc).__name__}", peer)
-            return
-        if tls is None:  # the client went away at once
-            transport.abort()
-            return
+    async def connected(self, tls: asyncio.BaseTransport, protocol: asyncio.Protocol, peer: str) -> None:
+        assert isinstance(protocol, _Held)
+        held = protocol
         self.connections_accepted += 1
         handler = self._web()
         tls.set_protocol(handler)
