@@ -204,11 +204,12 @@ async def test_referenced_profiles_cannot_be_deleted(gateway, gwa, pki):
     await settled(gateway)
 
 
-async def test_methods_of_later_processes_answer_501(gateway, gwa, pki):
+async def test_unknown_method_of_evaluation_profile_is_refused(gateway, gwa, pki):
+    # terminate (1) and readout (2) run now (tests/e2e/test_data_transfer.py); no method 3 exists
     await provision(gateway, gwa, emt_profile(pki), meter(pki), evaluation(pki, TAF2))
     channel = await open_channel(gateway, gwa)
     before = gateway.store.objects()
-    response = await channel.request("POST", profile_object_path("tafprofile", TAF2) + "/methods/1", b"")
+    response = await channel.request("POST", profile_object_path("tafprofile", TAF2) + "/methods/3", b"")
     error = error_of(response.body)
-    assert (response.status, error.code) == (501, "method-not-implemented") and "49" in error.message
+    assert response.status == 404 and error.code
     assert gateway.store.objects() == before

@@ -326,6 +326,50 @@ class CosemApi:
         for hook in self.commit_hooks:  # e.g. app/meters.py starts the LMN side of a pairing
             hook(change)
 
+    def commit_together(self, changes: tuple[ProfileChange, ...], extra=None) -> None:
+        """Several changes of several LDEVs in ONE transaction (e.g. the meter change, fig. 21,
+        app/meterchange.py), each stored as `_commit` stores one; `extra(tx)` adds writes of the
+        caller's own. Model and commit hooks after the commit, in order."""
+        gw = self.gateway
+        now = gw.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with gw.store.transaction() as tx:
+            if extra is not None:
+                extra(tx)
+            for change in changes:
+                ldev = change.ldev
+                if change.remove_ldev:
+                    tx.delete_ldev(ldev.kind, ldev.id)
+                else:
+                    if change.new_ldev:
+                        tx.put_ldev(ldev.kind, ldev.id, now)
+                    for obj in change.remove:
+                        tx.delete_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex)
+                    for obj in change.put:
+                        tx.put_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex, object_to_json(obj), now)
+                for write in change.key_writes:
+                    tx.put_key_bank(write.bank, write.state, dict(write.material), now)
+                for bank in change.key_deletes:
+                    tx.execute("DELETE FROM key_banks WHERE bank=?", (bank,))
+                gw.journal(change.log_event, change.message, tx=tx, level=change.level, outcome=change.outcome,
+                           **change.details)
+                for event in change.events:
+                    gw.journal.emit(tx, event.type, **event.details)
+        model = self.model
+        for change in changes:
+            ldev = change.ldev
+            if change.remove_ldev:
+                model.remove_ldev(ldev.kind, ldev.id)
+            else:
+                if change.new_ldev:
+                    model.add_ldev(ldev)
+                for obj in change.remove:
+                    model.remove_object(ldev, obj.class_id, obj.obis)
+                for obj in change.put:
+                    model.replace_object(ldev, obj)
+        for change in changes:
+            for hook in self.commit_hooks:
+                hook(change)
+
     # -- handlers ----------------------------------------------------------------------------
     def _address(self, request: ApiRequest) -> ObjectAddress:
         address = ObjectAddress.parse(request.path)

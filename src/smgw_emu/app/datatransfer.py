@@ -1,6 +1,7 @@
 """Meter data to the EMT: billing and non-billing data transfers (Lastenheft 6.5.13, 6.5.14,
-figs. 57, 58) and the termination of an evaluation profile with its final transfer (6.5.6,
-6.5.7, figs. 49, 50).
+figs. 57, 58), the termination of an evaluation profile with its final transfer (6.5.6, 6.5.7,
+figs. 49, 50), the TAF 6 readout of a past day (6.5.8, figs. 51, 52) and the OnDemandReadout
+(6.5.9, fig. 53): methods 1 terminate and 2 readout of the evaluation profile.
 
 Wiring only. The periods, the derivation of a profile's values and the document are in
 `core/taf.py`; the delivery (TLS to the EMT, pinned, POST, backoff) in `net/emt_delivery.py`.
@@ -24,11 +25,12 @@ from cryptography import x509
 
 from smgw_emu.app.journal import LEVEL_WARNING
 from smgw_emu.core import cms, taf
-from smgw_emu.core.cosem import DlmsValue
+from smgw_emu.core.cosem import CosemError, DlmsValue
 from smgw_emu.core.profiles import (
     PROFILE_KINDS,
     EventSpec,
     ProfileChange,
+    ProfileError,
     StateConflict,
     _copy,
     profile_label,
@@ -40,6 +42,14 @@ if TYPE_CHECKING:
     from smgw_emu.app.gateway import Gateway
 
 TAF_OBIS = PROFILE_KINDS["tafprofile"].obis
+
+
+class NoValues(CosemError):
+    """[ours] A TAF 6 readout of a day the gateway has no values for (not over, older than 42 days, none stored)."""
+
+    code = "no-values"
+    http_status = 404
+
 STATE_KEY = "datatransfer/{}"
 
 
@@ -65,6 +75,8 @@ class DataTransferService:
         self._timers: dict[str, object] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+        self._finals: set[str] = set()
+        self._readouts: set[str] = set()  # profiles with an on-demand readout running  # profiles whose final transfer is being prepared
         self.delivery: EmtDelivery | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -76,7 +88,7 @@ class DataTransferService:
             timeout=gw.config.channels.connect_timeout_s + 30,
         )
         gw.cosem.commit_hooks.append(self._on_commit)
-        gw.cosem.method_hooks[("tafprofile", TAF_OBIS.hex)] = self._method
+        gw.cosem.method_hooks[("tafprofile", TAF_OBIS.hex)] = self._method  # terminate (figs. 49, 50)
         self._spawn(self.delivery.run(), "emt-delivery")
         for ldev in gw.cosem.model.ldevs("tafprofile"):
             self._follow(ldev.id)
@@ -139,9 +151,13 @@ class DataTransferService:
                 tx.set(STATE_KEY.format(profile_id), state)
         until = _py(obj, "valid_until")
         if state.get("terminated"):
-            if not state.get("final"):
-                self._spawn(self._final(profile_id), f"final-{profile_id}")
+            if not state.get("final") and profile_id not in self._finals:
+                self._finals.add(profile_id)
+                task = self._spawn(self._final(profile_id), f"final-{profile_id}")
+                task.add_done_callback(lambda _t: self._finals.discard(profile_id))
             return
+        if spec.taf in taf.ON_DEMAND_TAFS:
+            return  # TAF 6 sends only when asked (figs. 51/52)
         next_end = taf.parse_stamp(state["next_end"])
         if until is not None and next_end > until:
             return  # the profile ends before its next period does
@@ -167,10 +183,10 @@ class DataTransferService:
         self._follow(profile_id)
 
     def _queue(self, spec: taf.ProfileSpec, kind: str, start, end, *, step: str, state: dict | None = None,
-               events: tuple[EventSpec, ...] = (), on_delivered: str = "") -> str:
+               events: tuple[EventSpec, ...] = (), on_delivered: str = "", series: bool | None = None) -> str:
         """Derive, and queue the document in one transaction with the profile's state and log entry."""
         gw = self.gw
-        data = taf.derive(gw.id, spec, kind, start, end, gw.store.meter_values)
+        data = taf.derive(gw.id, spec, kind, start, end, gw.store.meter_values, series=series)
         transfer_id = f"{spec.profile_id}/{taf.stamp(end)}/{kind}/{os.urandom(4).hex()}"
         item = {"transfer_id": transfer_id, "emt": spec.recipient, "profile": spec.profile_id, "kind": kind,
                 "document": taf.to_xml(data, transfer_id).decode("utf-8"), "on_delivered": on_delivered}
@@ -241,9 +257,83 @@ class DataTransferService:
         from smgw_emu.core.profiles import MethodNotImplemented
 
         name = resolved.method.name
-        if name != "terminate":
-            raise MethodNotImplemented(f"EvaluationProfile.{name} is not implemented yet (figs. 51-53)", field=name)
-        return self._terminate(resolved.ldev, resolved.obj)
+        if name == "terminate":
+            return self._terminate(resolved.ldev, resolved.obj)
+        if name == "readout":
+            if argument is not None and not argument.is_null:
+                return self._taf6_readout(resolved.ldev, resolved.obj, argument.value)
+            return self._readout(resolved.ldev, resolved.obj)
+        raise MethodNotImplemented(f"EvaluationProfile.{name} is not implemented", field=name)
+
+    # -- readout of a past day: TAF 6 (figs. 51, 52) ---------------------------------------------
+    def _taf6_readout(self, ldev, obj, day_text: str) -> DlmsValue:
+        """6.5.8: the daily values of a past day (kept 42 days) to the profile's EMT. [ours] The
+        argument is the day (YYYY-MM-DD); the values are queued before the answer, so an accepted
+        readout is never lost; taf6-readout-done follows when the EMT acknowledged them."""
+        gw = self.gw
+        spec = spec_of(obj)
+        if spec.taf not in taf.ON_DEMAND_TAFS:
+            raise StateConflict(f"evaluation profile {ldev.id} is TAF {spec.taf}: a day's readout needs a TAF 6 "
+                                "profile (null-data reads the meters now)", field="taf")
+        now = gw.clock.now()
+        try:
+            day = taf.parse_day(day_text, now.date())
+        except taf.TafError as exc:
+            raise ProfileError(str(exc), field="readout") from None
+        problem = taf.day_kept(day, now.date())
+        start, end = taf.day_bounds(day)
+        if problem is None:
+            data = taf.derive(gw.id, spec, "taf6-day", start, end, gw.store.meter_values, series=False)
+            if data.missing == len(data.values):
+                problem = f"no daily values of {day.isoformat()}"
+        if problem is not None:
+            raise NoValues(problem, field="readout")
+        transfer_id = self._queue(spec, "taf6-day", start, end, step="taf6-readout-queued",
+                                  on_delivered="taf6-readout-done", series=False)
+        return DlmsValue("visible-string", transfer_id)
+
+    # -- readout: OnDemandReadout (fig. 53) ------------------------------------------------------
+    def _readout(self, ldev, obj) -> DlmsValue:
+        """6.5.9: read the profile's meters over the LMN now and send the current values to the
+        profile's EMT. [ours] Answers at once with the readout id; the result follows as event
+        on-demand-readout-done (EMT acknowledged) or on-demand-readout-failed (a meter did not answer)."""
+        gw = self.gw
+        profile_id = ldev.id
+        now = gw.clock.now().replace(microsecond=0)
+        until = _py(obj, "valid_until")
+        if (self._state(profile_id) or {}).get("terminated") or (until is not None and until <= now):
+            raise StateConflict(f"evaluation profile {profile_id} has ended", field="valid_until")
+        if profile_id in self._readouts:
+            raise StateConflict(f"a readout of evaluation profile {profile_id} is running", field="profile_id")
+        readout_id = f"{profile_id}/{taf.stamp(now)}/on-demand"
+        gw.journal("on-demand-readout-started", f"on-demand readout {readout_id} started", profile=profile_id,
+                   **{"readout-id": readout_id})
+        self._readouts.add(profile_id)
+        task = self._spawn(self._on_demand(profile_id, now, readout_id), f"readout-{profile_id}")
+        task.add_done_callback(lambda _t: self._readouts.discard(profile_id))
+        return DlmsValue("visible-string", readout_id)
+
+    async def _on_demand(self, profile_id: str, at, readout_id: str) -> None:
+        gw = self.gw
+        found = self._profile(profile_id)
+        if found is None:
+            return
+        spec = spec_of(found[1])
+        missing = []
+        for meter in spec.meters:
+            await gw.meters._read(meter, at)  # logs lmn-reading-failed itself
+            if not any(ts == taf.stamp(at) for ts, _, _ in gw.store.meter_values(meter, spec.registers[0])):
+                missing.append(meter)
+        if missing:
+            details = {"profile": profile_id, "readout-id": readout_id, "meters": ",".join(missing)}
+            with gw.journal.together() as tx:
+                gw.journal("on-demand-readout-failed", f"on-demand readout {readout_id}: no answer from meter(s) "
+                           f"{', '.join(missing)}; nothing sent", tx=tx, level=LEVEL_WARNING, outcome=1, **details)
+                gw.journal.emit(tx, "on-demand-readout-failed", **details)
+            return
+        data_start = at - _dt.timedelta(seconds=1)
+        self._queue(spec, "on-demand", data_start, at, step="on-demand-readout-queued",
+                    on_delivered="on-demand-readout-done", series=False)
 
     def _terminate(self, ldev, obj) -> DlmsValue:
         """6.5.6 / 6.5.7: end the profile now; its running period closes with a final transfer."""

@@ -21,6 +21,7 @@ from smgw_emu.app.firmware import FirmwareService
 from smgw_emu.app.operating import OperatingStateService
 from smgw_emu.app.operations import Operations
 from smgw_emu.app.journal import LEVEL_WARNING, Journal
+from smgw_emu.app.meterchange import MeterChangeService
 from smgw_emu.app.meters import MeterService
 from smgw_emu.app.keybanks import KeyBankService
 from smgw_emu.app.localidentity import LocalIdentityService
@@ -155,6 +156,8 @@ class Gateway:
         self.firmware.start()
         self.meters = MeterService(self)  # LMN: pairing, crypto reset, readings (figs. 30-32, 56)
         self.meters.start()
+        self.meter_change = MeterChangeService(self)  # 6.3 meter change (fig. 21): change_meter of a meter profile
+        self.meter_change.start()
         self.operations = Operations(self)  # time sync, self test, logs, device data, removal signal
         self.operations.start()  # runs the start-up self test (its result goes into gateway-started)
         self.operating = OperatingStateService(self)  # 6.2: delivery -> normal operation (fig. 20)

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 KEYBANK_NS = "urn:smgw-emu:keybank:1"
 _NS = f"{{{KEYBANK_NS}}}"
-_DOMAIN = r"/smgw/keys/(?P<domain>han|lmn)"
 
 
 def _iso(t) -> str:
@@ -189,11 +188,22 @@ class LocalIdentityService:
     # -- routes ----------------------------------------------------------------------------------
     def install(self, router: Router) -> None:
         route = self.gateway.keybanks._route
-        router.add("GET", _DOMAIN + r"/?", route(self._get), name="local-identity-read")
-        router.add("POST", _DOMAIN + r"/generate/?", route(self._generate), name="local-identity-generate")
-        router.add("GET", _DOMAIN + r"/requests/?", route(self._requests), name="local-identity-requests")
-        router.add("PUT", _DOMAIN + r"/certificates/?", route(self._certificates), name="local-identity-certificates")
-        router.add("DELETE", _DOMAIN + r"/pending/?", route(self._discard), name="local-identity-discard")
+        for domain in DOMAINS:  # literal paths per network (the OpenAPI document lists each)
+            base = f"/smgw/keys/{domain}"
+
+            def bound(handler, domain=domain):
+                async def handle(request: ApiRequest) -> ApiResponse:
+                    request.params["domain"] = domain
+                    return await handler(request)
+
+                handle.__doc__ = handler.__doc__
+                return route(handle)
+
+            router.add("GET", base + r"/?", bound(self._get), name=f"{domain}-identity-read")
+            router.add("POST", base + r"/generate/?", bound(self._generate), name=f"{domain}-identity-generate")
+            router.add("GET", base + r"/requests/?", bound(self._requests), name=f"{domain}-identity-requests")
+            router.add("PUT", base + r"/certificates/?", bound(self._certificates), name=f"{domain}-identity-certificates")
+            router.add("DELETE", base + r"/pending/?", bound(self._discard), name=f"{domain}-identity-discard")
 
     def _document(self, domain: str) -> bytes:
         identity = self.identities[domain]

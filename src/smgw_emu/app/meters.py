@@ -259,6 +259,25 @@ class MeterService:
                 gw.journal.emit(tx, "meter-detected", **details)
         self._follow_after_reading(meter)
 
+    async def read_now(self, meter: str) -> dict[str, tuple[str, str]]:
+        """One reading of a paired meter outside its capture period (e.g. the final reading of a
+        meter change, fig. 21): register OBIS hex -> (value, status word). Stores nothing;
+        LmnError when the meter cannot be read (one attempt, as a periodic reading)."""
+        found = lmn.meter_profile(self.gw.cosem.model, meter)
+        if found is None or _py(found[1], "pairing_state") != "paired":
+            raise LmnError("not-paired", f"meter {meter} is not paired")
+        obj = found[1]
+        bank = self.gw.store.key_banks().get(meter_key_banks(meter)[2])
+        if bank is None:
+            raise LmnError("no-key", "no active key for the paired meter")
+        request = lmn.reading_request(key=bytes.fromhex(bank[1]["key"]), client_id=self.client_id, meter=meter,
+                                      req_file_id=os.urandom(8))
+        body, _, _ = await self._exchange(meter, _py(obj, "lmn_address"), _py(obj, "meter_certificate"), request,
+                                          attempts=1)
+        if body.server_id != lmn.server_id(meter):
+            raise LmnError("meter-id-mismatch", f"the reading names server id {body.server_id.hex()}")
+        return lmn.readings(body, [obis.hex for obis in MEDIUM_REGISTERS[_py(obj, "meter_type")]])
+
     def _follow_after_reading(self, meter: str) -> None:
         if not self._stopping:
             self._follow(meter)

@@ -128,12 +128,17 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
                     "(app/operations.py): TimeSync.synchronise (5.13, fig. 13), SelfTest.run (5.15, fig. 15), "
                     "DeinstallationSignal.start_deinstallation_signal / stop_deinstallation_signal (figs. 47/48). "
                     "CLS proxy (app/cls.py): ClsProxyProfile.connect (HKS 4, fig. 75) and disconnect (fig. 77) "
-                    "answer with the connection id.",
+                    "answer with the connection id. "
+                    "Meter data (app/datatransfer.py): EvaluationProfile.terminate (figs. 49/50) ends the profile now and "
+                    "answers with the termination time; EvaluationProfile.readout (OnDemandReadout, fig. 53) answers with "
+                    "the readout id, with a day (YYYY-MM-DD, TAF 6, figs. 51/52) the transfer id or 404 no-values; "
+                    "the values go sealed to the profile's EMT.",
         request="a value element, or nothing", response="<method-result index name>value</method-result>",
         responses={200: "invoked; event meter-pairing-started / crypto-reset-started", **_errors(400, 403, 404, 413, 415),
-                   409: "state-conflict (pairing state, missing key material; CLS: not HKS 4, a connection open / none open), profile-locked",
+                   409: "state-conflict (pairing state, missing key material; CLS: not HKS 4, a connection open / none open; "
+                        "evaluation profile ended or a readout running), profile-locked",
                    422: "invalid-value (key material of a wrong length)",
-                   501: "method-not-implemented (terminate 49/50, readout 51-53: later issues)",
+                   501: "method-not-implemented (a method no process uses yet)",
                    502: "time-sync-<reason>: TimeSync.synchronise got no usable time from the GWA's time service; "
                         "cls-emt-<reason> / cls-device-<reason>: ClsProxyProfile.connect could not open a leg"},
         sealed=True),
@@ -233,6 +238,53 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
                    409: "state-conflict: no certified pending key pairs"}),
     "gateway-keys-discard": RouteDoc(
         "Discard pending key pairs (the active ones stay)",
+        responses={204: "discarded", 403: "auth-required", 409: "state-conflict: nothing pending"}),
+    # -- the gateway's HAN and LMN TLS identities (6.7.5, 6.7.6; app/localidentity.py) ----------------
+    "han-identity-read": RouteDoc(
+        "The gateway's HAN TLS identity in use (stage initial/own, generation, certificate) and a pending key pair",
+        response="<identity xmlns=\"urn:smgw-emu:keybank:1\" domain stage generation [pending]> of <certificate usage=\"tls\"/>",
+        responses={200: "the identity", 403: "auth-required"}),
+    "han-identity-generate": RouteDoc(
+        "Generate a new HAN (6.7.5) TLS key pair and its certificate request",
+        request="<generate xmlns=\"urn:smgw-emu:keybank:1\"/>",
+        response="<identity pending=\"generated\">",
+        responses={200: "generated", 403: "auth-required", 409: "state-conflict: a key pair is pending (field pending)"}),
+    "han-identity-requests": RouteDoc(
+        "The PKCS#10 request of the pending HAN key pair",
+        response="<certificate-requests domain generation> of <request usage=\"tls\">hex DER</request>",
+        responses={200: "the request", 403: "auth-required", 409: "state-conflict: nothing pending"}),
+    "han-identity-certificates": RouteDoc(
+        "Install the certificate issued for the pending HAN key pair: in use from the next connection",
+        request="<certificates xmlns=\"urn:smgw-emu:keybank:1\"> of one <certificate usage=\"tls\">hex DER</certificate> and <ca-certificate>",
+        response="<identity stage=\"own\" generation>",
+        responses={200: "installed; event han-certificate-changed", 400: "malformed, bad-xml",
+                   403: "auth-required", 409: "state-conflict: nothing pending", 415: "unsupported-media-type",
+                   422: "invalid-certificate (field certificate): another key, another gateway, key usage, chain"}),
+    "han-identity-discard": RouteDoc(
+        "Discard a pending HAN key pair (the certificate in use stays)",
+        responses={204: "discarded", 403: "auth-required", 409: "state-conflict: nothing pending"}),
+    "lmn-identity-read": RouteDoc(
+        "The gateway's LMN TLS identity in use (stage initial/own, generation, certificate) and a pending key pair",
+        response="<identity xmlns=\"urn:smgw-emu:keybank:1\" domain stage generation [pending]> of <certificate usage=\"tls\"/>",
+        responses={200: "the identity", 403: "auth-required"}),
+    "lmn-identity-generate": RouteDoc(
+        "Generate a new LMN (6.7.6) TLS key pair and its certificate request",
+        request="<generate xmlns=\"urn:smgw-emu:keybank:1\"/>",
+        response="<identity pending=\"generated\">",
+        responses={200: "generated", 403: "auth-required", 409: "state-conflict: a key pair is pending (field pending)"}),
+    "lmn-identity-requests": RouteDoc(
+        "The PKCS#10 request of the pending LMN key pair",
+        response="<certificate-requests domain generation> of <request usage=\"tls\">hex DER</request>",
+        responses={200: "the request", 403: "auth-required", 409: "state-conflict: nothing pending"}),
+    "lmn-identity-certificates": RouteDoc(
+        "Install the certificate issued for the pending LMN key pair: in use from the next connection",
+        request="<certificates xmlns=\"urn:smgw-emu:keybank:1\"> of one <certificate usage=\"tls\">hex DER</certificate> and <ca-certificate>",
+        response="<identity stage=\"own\" generation>",
+        responses={200: "installed; event lmn-certificate-changed; every paired meter is shown it (failure: event lmn-certificate-change-failed)", 400: "malformed, bad-xml",
+                   403: "auth-required", 409: "state-conflict: nothing pending", 415: "unsupported-media-type",
+                   422: "invalid-certificate (field certificate): another key, another gateway, key usage, chain"}),
+    "lmn-identity-discard": RouteDoc(
+        "Discard a pending LMN key pair (the certificate in use stays)",
         responses={204: "discarded", 403: "auth-required", 409: "state-conflict: nothing pending"}),
 }
 

@@ -13,7 +13,7 @@ import datetime as _dt
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 from lxml import etree
 
@@ -33,12 +33,14 @@ RETRY_MAX_S = 3600
 #: [ours] TAFs whose values are sent per capture period as a series (load profile); the others
 #: send one value per register and billing period (TAF 1 and every other TAF until it is modelled)
 SERIES_TAFS = frozenset({7})
+#: [ours] TAFs that send only when asked (TAF 6: the readout of a past day, figs. 51/52), never per period
+ON_DEMAND_TAFS = frozenset({6})
+#: TAF 6 keeps daily values 42 days [fact]; [ours] a day is 00:00..24:00 UTC, its value the reading at its end
+TAF6_RETENTION_DAYS = 42
 #: [ours] what starts a transfer -> the document's kind attribute
 KINDS = ("billing-period", "send-interval", "final", "on-demand", "taf6-day")
 #: [ours] the send interval of a non-billing profile without a billing_period
 NON_BILLING_DEFAULT_PERIOD = "P1D"
-#: TAF 6 keeps daily values 42 days
-TAF6_RETENTION_DAYS = 42
 
 _DURATION = re.compile(r"P(?!\Z)(?:(\d{1,4})Y)?(?:(\d{1,4})M)?(?:(\d{1,4})W)?(?:(\d{1,5})D)?"
                        r"(?:T(?=\d)(?:(\d{1,6})H)?(?:(\d{1,6})M)?(?:(\d{1,8})S)?)?")
@@ -155,13 +157,16 @@ Lookup = Callable[[str, str, str, str], list[tuple[str, str, str]]]
 
 
 def derive(gateway: str, profile: ProfileSpec, kind: str, start: _dt.datetime, end: _dt.datetime,
-           lookup: Lookup) -> MeterData:
+           lookup: Lookup, *, series: bool | None = None) -> MeterData:
     """The values of ``profile`` for the period (start, end].
 
     [ours] TAF 7 (SERIES_TAFS): the reading at every capture-period boundary in (start, end].
     Every other TAF: one value per register, the latest reading in (start, end] (for TAF 1 the
     meter reading at the end of the billing period). A value the store lacks is sent as missing.
+    ``series=False`` forces one value per register (an on-demand readout: the current values).
     """
+    if series is None:
+        series = profile.taf in SERIES_TAFS
     if end <= start:
         raise TafError("a period ends after it starts")
     values: dict[tuple[str, str], tuple[Value, ...]] = {}
@@ -169,14 +174,14 @@ def derive(gateway: str, profile: ProfileSpec, kind: str, start: _dt.datetime, e
     for meter in profile.meters:
         for obis in profile.registers:
             rows = lookup(meter, obis, lo, hi)
-            if profile.taf in SERIES_TAFS:
+            if series:
                 by_time = {ts: (v, s) for ts, v, s in rows}
-                series = []
+                found_values = []
                 for at in boundaries(start, end, profile.capture_period_s):
                     ts = stamp(at)
                     found = by_time.get(ts)
-                    series.append(Value(ts, found[0], found[1]) if found else Value(ts, None))
-                values[(meter, obis)] = tuple(series)
+                    found_values.append(Value(ts, found[0], found[1]) if found else Value(ts, None))
+                values[(meter, obis)] = tuple(found_values)
             else:
                 values[(meter, obis)] = (Value(*rows[-1]),) if rows else (Value(stamp(end), None),)
     return MeterData(gateway, profile, kind, start, end, values)
@@ -258,18 +263,22 @@ def from_xml(body: bytes, *, max_bytes: int = 4 << 20) -> ParsedData:
 
 
 def parse_day(text: str, today: _dt.date) -> _dt.date:
-    """A TAF 6 readout day (YYYY-MM-DD): in the past, at most TAF6_RETENTION_DAYS days ago."""
+    """A TAF 6 readout day (YYYY-MM-DD). TafError when it is malformed."""
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         raise TafError("the day is a calendar date YYYY-MM-DD")
     try:
-        day = _dt.date.fromisoformat(text)
+        return _dt.date.fromisoformat(text)
     except ValueError:
         raise TafError(f"{text} is no calendar date") from None
+
+
+def day_kept(day: _dt.date, today: _dt.date) -> str | None:
+    """None when the daily values of ``day`` are over and still kept, else why not."""
     if day >= today:
-        raise TafError(f"{text} is not over yet")
+        return f"{day.isoformat()} is not over yet"
     if (today - day).days > TAF6_RETENTION_DAYS:
-        raise TafError(f"{text} is older than {TAF6_RETENTION_DAYS} days")
-    return day
+        return f"{day.isoformat()} is older than {TAF6_RETENTION_DAYS} days"
+    return None
 
 
 def day_bounds(day: _dt.date) -> tuple[_dt.datetime, _dt.datetime]:
@@ -281,9 +290,3 @@ def summary(data: MeterData) -> Mapping[str, str]:
     return {"profile": data.profile.profile_id, "taf": str(data.profile.taf), "kind": data.kind,
             "period-start": stamp(data.start), "period-end": stamp(data.end),
             "values": str(sum(len(s) for s in data.values.values())), "missing": str(data.missing)}
-
-
-def iter_values(data: MeterData) -> Iterable[tuple[str, str, Value]]:
-    for (meter, obis), series in data.values.items():
-        for v in series:
-            yield meter, obis, v
