@@ -75,9 +75,15 @@ class AdminServiceChannel:
         raise last
 
     async def _fetch_once(self, url: str, max_bytes: int) -> bytes:
+        opened = False
+
+        def connected() -> None:  # logged once the TLS connection stands and the GWA is checked
+            nonlocal opened
+            opened = True
+            self._journal("admin-service-channel-opened", f"ADMIN-SERVICE channel to {url} opened")
+
         try:
-            async with wan_session(self._ssl, self._peer_check, self._timeout) as session:
-                self._journal("admin-service-channel-opened", f"ADMIN-SERVICE channel to {url} opened")
+            async with wan_session(self._ssl, self._peer_check, self._timeout, on_connected=connected) as session:
                 try:
                     async with session.get(url) as response:
                         if response.status == 404:
@@ -93,7 +99,8 @@ class AdminServiceChannel:
                                 raise AdminServiceError("too-large", f"{url}: more than {max_bytes} bytes")
                         return bytes(body)
                 finally:
-                    self._journal("admin-service-channel-closed", f"ADMIN-SERVICE channel to {url} closed")
+                    if opened:
+                        self._journal("admin-service-channel-closed", f"ADMIN-SERVICE channel to {url} closed")
         except PeerRejected as exc:
             raise AdminServiceError("peer-rejected", str(exc)) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:

@@ -81,9 +81,16 @@ class InfoReportChannel:
         pending = self.store.pending(CHANNEL)
         if not pending:
             return True
-        try:
-            async with wan_session(self._ssl, self._peer_check, self._timeout) as session:
+        opened = False
+
+        def connected() -> None:  # logged once the TLS connection stands and the GWA is checked
+            nonlocal opened
+            if not opened:
+                opened = True
                 self._journal("info-report-channel-opened", f"INFO-REPORT channel to {self.url} opened")
+
+        try:
+            async with wan_session(self._ssl, self._peer_check, self._timeout, on_connected=connected) as session:
                 try:
                     while pending:
                         for item in pending:
@@ -98,7 +105,8 @@ class InfoReportChannel:
                             self.delivered += 1
                         pending = self.store.pending(CHANNEL)
                 finally:
-                    self._journal("info-report-channel-closed", f"INFO-REPORT channel to {self.url} closed")
+                    if opened:
+                        self._journal("info-report-channel-closed", f"INFO-REPORT channel to {self.url} closed")
             return True
         except (_Refused, PeerRejected, aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
             self.failed_attempts += 1
