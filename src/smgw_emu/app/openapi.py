@@ -132,7 +132,12 @@ ROUTE_DOCS: dict[str, RouteDoc] = {
                     "Meter data (app/datatransfer.py): EvaluationProfile.terminate (figs. 49/50) ends the profile now and "
                     "answers with the termination time; EvaluationProfile.readout (OnDemandReadout, fig. 53) answers with "
                     "the readout id, with a day (YYYY-MM-DD, TAF 6, figs. 51/52) the transfer id or 404 no-values; "
-                    "the values go sealed to the profile's EMT.",
+                    "the values go sealed to the profile's EMT. "
+                    "Meter change (app/meterchange.py, 6.3, fig. 21): MeterProfile.change_meter on the old meter's "
+                    "profile with the new, paired meter's id (visible-string) takes a final reading of the old meter, "
+                    "moves its evaluation profiles to the new one and deletes the old profile in one transaction; "
+                    "answers with the new meter's id; 422 unknown-reference / invalid-value, 409 state-conflict, "
+                    "502 final-reading-failed change nothing.",
         request="a value element, or nothing", response="<method-result index name>value</method-result>",
         responses={200: "invoked; event meter-pairing-started / crypto-reset-started", **_errors(400, 403, 404, 413, 415),
                    409: "state-conflict (pairing state, missing key material; CLS: not HKS 4, a connection open / none open; "
