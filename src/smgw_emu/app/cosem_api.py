@@ -292,83 +292,56 @@ class CosemApi:
     # -- applying a change -------------------------------------------------------------------
     def _commit(self, change: ProfileChange) -> None:
         """One transaction: objects, key material, system-log entry, events. Model after commit."""
-        gw = self.gateway
-        ldev = change.ldev
-        now = gw.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with gw.store.transaction() as tx:
-            if change.remove_ldev:
-                tx.delete_ldev(ldev.kind, ldev.id)  # its objects go with it (ON DELETE CASCADE)
-            else:
-                if change.new_ldev:
-                    tx.put_ldev(ldev.kind, ldev.id, now)
-                for obj in change.remove:
-                    tx.delete_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex)
-                for obj in change.put:
-                    tx.put_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex, object_to_json(obj), now)
-            for write in change.key_writes:
-                tx.put_key_bank(write.bank, write.state, dict(write.material), now)
-            for bank in change.key_deletes:
-                tx.execute("DELETE FROM key_banks WHERE bank=?", (bank,))
-            gw.journal(change.log_event, change.message, tx=tx, level=change.level, outcome=change.outcome,
-                       **change.details)
-            for event in change.events:
-                gw.journal.emit(tx, event.type, **event.details)
-        model = self.model
-        if change.remove_ldev:
-            model.remove_ldev(ldev.kind, ldev.id)
-        else:
-            if change.new_ldev:
-                model.add_ldev(ldev)
-            for obj in change.remove:
-                model.remove_object(ldev, obj.class_id, obj.obis)
-            for obj in change.put:
-                model.replace_object(ldev, obj)
-        for hook in self.commit_hooks:  # e.g. app/meters.py starts the LMN side of a pairing
-            hook(change)
+        self.commit_together((change,))
 
     def commit_together(self, changes: tuple[ProfileChange, ...], extra=None) -> None:
         """Several changes of several LDEVs in ONE transaction (e.g. the meter change, fig. 21,
-        app/meterchange.py), each stored as `_commit` stores one; `extra(tx)` adds writes of the
-        caller's own. Model and commit hooks after the commit, in order."""
+        app/meterchange.py); `extra(tx)` adds writes of the caller's own. The in-memory model and
+        the commit hooks follow after the commit, in order."""
         gw = self.gateway
         now = gw.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with gw.store.transaction() as tx:
             if extra is not None:
                 extra(tx)
             for change in changes:
-                ldev = change.ldev
-                if change.remove_ldev:
-                    tx.delete_ldev(ldev.kind, ldev.id)
-                else:
-                    if change.new_ldev:
-                        tx.put_ldev(ldev.kind, ldev.id, now)
-                    for obj in change.remove:
-                        tx.delete_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex)
-                    for obj in change.put:
-                        tx.put_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex, object_to_json(obj), now)
-                for write in change.key_writes:
-                    tx.put_key_bank(write.bank, write.state, dict(write.material), now)
-                for bank in change.key_deletes:
-                    tx.execute("DELETE FROM key_banks WHERE bank=?", (bank,))
-                gw.journal(change.log_event, change.message, tx=tx, level=change.level, outcome=change.outcome,
-                           **change.details)
-                for event in change.events:
-                    gw.journal.emit(tx, event.type, **event.details)
-        model = self.model
+                self._store_change(tx, change, now)
         for change in changes:
-            ldev = change.ldev
-            if change.remove_ldev:
-                model.remove_ldev(ldev.kind, ldev.id)
-            else:
-                if change.new_ldev:
-                    model.add_ldev(ldev)
-                for obj in change.remove:
-                    model.remove_object(ldev, obj.class_id, obj.obis)
-                for obj in change.put:
-                    model.replace_object(ldev, obj)
+            self._apply_to_model(change)
         for change in changes:
-            for hook in self.commit_hooks:
+            for hook in self.commit_hooks:  # e.g. app/meters.py starts the LMN side of a pairing
                 hook(change)
+
+    def _store_change(self, tx, change: ProfileChange, now: str) -> None:
+        gw, ldev = self.gateway, change.ldev
+        if change.remove_ldev:
+            tx.delete_ldev(ldev.kind, ldev.id)  # its objects go with it (ON DELETE CASCADE)
+        else:
+            if change.new_ldev:
+                tx.put_ldev(ldev.kind, ldev.id, now)
+            for obj in change.remove:
+                tx.delete_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex)
+            for obj in change.put:
+                tx.put_object(ldev.kind, ldev.id, obj.class_id, obj.obis.hex, object_to_json(obj), now)
+        for write in change.key_writes:
+            tx.put_key_bank(write.bank, write.state, dict(write.material), now)
+        for bank in change.key_deletes:
+            tx.execute("DELETE FROM key_banks WHERE bank=?", (bank,))
+        gw.journal(change.log_event, change.message, tx=tx, level=change.level, outcome=change.outcome,
+                   **change.details)
+        for event in change.events:
+            gw.journal.emit(tx, event.type, **event.details)
+
+    def _apply_to_model(self, change: ProfileChange) -> None:
+        model, ldev = self.model, change.ldev
+        if change.remove_ldev:
+            model.remove_ldev(ldev.kind, ldev.id)
+            return
+        if change.new_ldev:
+            model.add_ldev(ldev)
+        for obj in change.remove:
+            model.remove_object(ldev, obj.class_id, obj.obis)
+        for obj in change.put:
+            model.replace_object(ldev, obj)
 
     # -- handlers ----------------------------------------------------------------------------
     def _address(self, request: ApiRequest) -> ObjectAddress:
