@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import tempfile

@@ -27,7 +27,7 @@ from smgw_emu.reference.emt_data import ReferenceEmtData
 from smgw_emu.reference.meter import ReferenceMeter
 
 from .conftest import assert_transcript, gateway_config, mark, started, wait_for
-from .cosem_flow import emt_profile, open_channel, provision, settled, system_events
+from .cosem_flow import emt_profile, open_channel, settled, system_events
 from .test_lmn_pairing import INITIAL_KEY, LMN, method_path, profile_body
 
 E180 = ObisCode(1, 0, 1, 8, 0).to_bytes()

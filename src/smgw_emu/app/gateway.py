@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from smgw_emu import __version__
 from smgw_emu.app.api import ApiError, ApiRequest, ApiResponse, Router
 from smgw_emu.app.cls import ClsProxyService
 from smgw_emu.app.config import GatewayConfig

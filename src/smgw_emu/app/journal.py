@@ -76,6 +76,22 @@ class Journal:
             callback()
         return item_id
 
+    def commit_key_transition(self, transition) -> None:
+        """One key-bank step (app/keybanks.py, app/gatewaykeys.py, app/localidentity.py): its rows
+        of the key_banks table, its log entry and its events in one transaction. `transition` has
+        writes() (row -> (state, material), or None to delete the row), log_event, message,
+        details and events ((event_type, details) pairs)."""
+        now = self._now()
+        with self.store.transaction() as tx:
+            for row, value in transition.writes().items():
+                if value is None:
+                    tx.execute("DELETE FROM key_banks WHERE bank=?", (row,))
+                else:
+                    tx.put_key_bank(row, value[0], value[1], now)
+            self(transition.log_event, transition.message, tx=tx, **transition.details)
+            for event_type, details in transition.events:
+                self.emit(tx, event_type, **details)
+
     def emit_now(self, event_type: str, message: str, **details: object) -> int:
         """Log and queue an event in a transaction of its own."""
         with self.store.transaction() as tx:

@@ -213,17 +213,7 @@ class KeyBankService:
 
     # -- committing a step -------------------------------------------------------------------
     def _commit(self, transition: Transition) -> None:
-        gw = self.gateway
-        now = _iso(gw.clock.now())
-        with gw.store.transaction() as tx:
-            for row, value in transition.writes().items():
-                if value is None:
-                    tx.execute("DELETE FROM key_banks WHERE bank=?", (row,))
-                else:
-                    tx.put_key_bank(row, value[0], value[1], now)
-            gw.journal(transition.log_event, transition.message, tx=tx, **transition.details)
-            for event_type, details in transition.events:
-                gw.journal.emit(tx, event_type, **details)
+        self.gateway.journal.commit_key_transition(transition)
         self.banks = transition.after
         if transition.in_use_changed:
             self._follow_in_use()

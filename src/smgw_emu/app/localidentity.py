@@ -47,10 +47,6 @@ KEYBANK_NS = "urn:smgw-emu:keybank:1"
 _NS = f"{{{KEYBANK_NS}}}"
 
 
-def _iso(t) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class LocalIdentityService:
     def __init__(self, gateway: "Gateway") -> None:
         self.gateway = gateway
@@ -108,17 +104,7 @@ class LocalIdentityService:
 
     # -- committing a step -----------------------------------------------------------------------
     def _commit(self, transition: LocalTransition) -> None:
-        gw = self.gateway
-        now = _iso(gw.clock.now())
-        with gw.store.transaction() as tx:
-            for row, value in transition.writes().items():
-                if value is None:
-                    tx.execute("DELETE FROM key_banks WHERE bank=?", (row,))
-                else:
-                    tx.put_key_bank(row, value[0], value[1], now)
-            gw.journal(transition.log_event, transition.message, tx=tx, **transition.details)
-            for event_type, details in transition.events:
-                gw.journal.emit(tx, event_type, **details)
+        self.gateway.journal.commit_key_transition(transition)
         domain = transition.after.domain
         self.identities[domain] = transition.after
         if transition.identity_changed:

@@ -16,7 +16,6 @@ is decided by the caller (`smgw_emu.app.cls`) through callbacks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
