@@ -23,7 +23,7 @@ from pathlib import Path
 
 from smgw_emu.net.tls import PROFILES, TlsProfile, client_context, server_context
 from smgw_emu.pki import PkiDir
-from smgw_emu.reference.stream_session import StreamSession
+from smgw_emu.reference.stream_session import StreamServer, StreamSession
 from smgw_emu.reference.transcript import Transcript
 
 CLS, SMGW = "CLS", "SMGW"
@@ -52,7 +52,9 @@ def socks_connect_request(host: str, port: int = 0) -> bytes:
     return bytes([5, 1, 0, kind]) + address.packed + struct.pack("!H", port)
 
 
-class ReferenceClsDevice:
+class ReferenceClsDevice(StreamServer):
+    me, channel, connect_step = CLS, "han", "han-tls-connect"
+
     def __init__(self, pki: PkiDir, *, entity: str = "cls", chain: Path | None = None, key: Path | None = None,
                  host: str = "127.0.0.1", port: int = 0, tls_profile: TlsProfile | None = None) -> None:
         """``chain``/``key`` replace the entity's TLS identity (to play a device with a wrong certificate)."""
@@ -64,44 +66,14 @@ class ReferenceClsDevice:
         self.host = host
         self._port = port
         self.transcript = Transcript()
-        self.sessions: list[StreamSession] = []
         self.state: dict[str, str] = {}
-        self._arrived: asyncio.Queue[StreamSession] = asyncio.Queue()
-        self._server: asyncio.Server | None = None
+        self._init_server()
 
-    # -- HKS 4 / 5: the gateway dials the device ---------------------------------------------
-    async def start(self) -> "ReferenceClsDevice":
-        self._server = await asyncio.start_server(self._accept, self.host, self._port, ssl=self.server_context,
-                                                  ssl_handshake_timeout=10)
-        return self
-
-    async def stop(self) -> None:
-        for session in self.sessions:
-            await session.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> "ReferenceClsDevice":
-        return await self.start()
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
-
+    # -- HKS 4 / 5: the gateway dials the device (StreamServer: start, wait_session, stop) -----
     @property
     def address(self) -> str:
         """host:port of its HAN TLS server: the proxy profile's cls_address."""
-        assert self._server is not None
-        return f"{self.host}:{self._server.sockets[0].getsockname()[1]}"
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = StreamSession(reader, writer, self.transcript, me=CLS, channel="han")
-        self.transcript.add("han-tls-connect", SMGW, CLS, "han", f"{session.peer_id} {session.tls_version} {session.cipher}")
-        self.sessions.append(session)
-        await self._arrived.put(session)
-
-    async def wait_session(self, timeout: float = 10.0) -> StreamSession:
-        return await asyncio.wait_for(self._arrived.get(), timeout)
+        return f"{self.host}:{self.port}"
 
     # -- HKS 3: the device connects through the gateway ---------------------------------------
     async def open_tls(self, gateway: tuple[str, int], timeout: float = 10.0) -> StreamSession:

@@ -92,3 +92,60 @@ class StreamSession:
             await asyncio.wait_for(self.writer.wait_closed(), 5)
         except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError):
             self.writer.transport.abort()
+
+
+class StreamServer:
+    """A reference participant's TLS server: every connection the gateway opens becomes a
+    `StreamSession` with a set-up step in the transcript (the EMT, the CLS device in HKS 4/5).
+    Subclasses set `server_context`, `transcript`, `host`, `_port` and the class attributes."""
+
+    me = ""             # participant name in the transcript, e.g. "EMT"
+    channel = ""        # transcript channel, e.g. "emt"
+    connect_step = ""   # transcript step of an accepted connection, e.g. "emt-tls-connect"
+
+    server_context: ssl.SSLContext
+    transcript: Transcript
+    host: str
+    _port: int
+
+    def _init_server(self) -> None:
+        self.sessions: list[StreamSession] = []
+        self._arrived: asyncio.Queue[StreamSession] = asyncio.Queue()
+        self._server: asyncio.Server | None = None
+
+    async def start(self):
+        self._server = await asyncio.start_server(self._accept, self.host, self._port, ssl=self.server_context,
+                                                  ssl_handshake_timeout=10)
+        return self
+
+    async def stop(self) -> None:
+        for session in self.sessions:
+            await session.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = StreamSession(reader, writer, self.transcript, me=self.me, channel=self.channel)
+        self.transcript.add(self.connect_step, "SMGW", self.me, self.channel,
+                            f"{session.peer_id} {session.tls_version} {session.cipher}")
+        self.sessions.append(session)
+        await self._arrived.put(session)
+
+    async def wait_session(self, timeout: float = 10.0) -> StreamSession:
+        """The next connection the gateway opened to this participant."""
+        return await asyncio.wait_for(self._arrived.get(), timeout)
+
+    def pending_sessions(self) -> int:
+        return self._arrived.qsize()
