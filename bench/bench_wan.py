@@ -68,7 +68,7 @@ def crypto_rates(seconds: float = 1.0) -> dict[str, float]:
 
 
 def wakeup_verification_rate(count: int = 600) -> float:
-    """Wake-ups the sans-IO verifier checks per second (all checks of DOMAIN.md §3, distinct nonces)."""
+    """Wake-ups the sans-IO verifier checks per second (all checks of docs/domain.md §3, distinct nonces)."""
     import datetime as _dt
 
     from smgw_emu.core.wakeup import WakeUpVerifier, build_wakeup

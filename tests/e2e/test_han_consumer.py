@@ -1,4 +1,4 @@
-"""The consumer's view at the HAN interface, end to end (DOMAIN.md §7): a real gateway with its HAN
+"""The consumer's view at the HAN interface, end to end (docs/domain.md §7): a real gateway with its HAN
 consumer interface on loopback, the reference consumer (`reference/trudi_client.py`, what TRuDI
 does) over real TLS with the HAN profile, meter values put in the real store through its API. The
 export must validate against the AR 2418-6 schema set, show exactly the consumer's own values,

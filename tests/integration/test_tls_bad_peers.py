@@ -1,4 +1,4 @@
-"""Bad GWA peers on the MANAGEMENT channel (TR-03116-3 via DOMAIN.md §2): a GWA certificate from
+"""Bad GWA peers on the MANAGEMENT channel (TR-03116-3 via docs/domain.md §2): a GWA certificate from
 another root, an expired one, one with the wrong key usage, a valid SM-PKI certificate that is not
 the GWA's; a peer offering only RSA or TLS 1.0/1.1; a peer that tries to renegotiate.
 

@@ -49,7 +49,7 @@ def test_encrypt_decrypt_round_trip(keys, profile):
 
 
 def test_default_container_shape(keys):
-    """The algorithms DOMAIN.md §2 names, in the fields RFC 5083/5753/5084 put them."""
+    """The algorithms docs/domain.md §2 names, in the fields RFC 5083/5753/5084 put them."""
     der = cms.encrypt(b"x", keys["gateway-enc"][0])
     aed = acms.ContentInfo.load(der)["content"]
     assert aed["version"].native == "v0"

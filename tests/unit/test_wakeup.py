@@ -1,4 +1,4 @@
-"""The wake-up packet codec and the gateway's checks (Lastenheft 5.1, DOMAIN.md section 3)."""
+"""The wake-up packet codec and the gateway's checks (Lastenheft 5.1, docs/domain.md section 3)."""
 
 from __future__ import annotations
 

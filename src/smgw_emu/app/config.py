@@ -39,7 +39,7 @@ max_packet_bytes = 1024
 per_source_rate = 20.0   # signature checks per second and source address
 per_source_burst = 40
 
-[gwa]                    # the GWA's communication profile as personalised (DOMAIN.md §2)
+[gwa]                    # the GWA's communication profile as personalised (docs/domain.md §2)
 id = "GWA-TEST-0001"
 host = "127.0.0.1"
 management_port = 47111  # the GWA's TLS endpoint for the MANAGEMENT channel

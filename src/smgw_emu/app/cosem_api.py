@@ -1,5 +1,5 @@
 """The COSEM resources of the MANAGEMENT channel: device discovery, profiles, attributes, methods,
-and CMS containers on the wire (DOMAIN.md §4, Lastenheft 5.10, 5.11, 6.4, 6.5.1).
+and CMS containers on the wire (docs/domain.md §4, Lastenheft 5.10, 5.11, 6.4, 6.5.1).
 
 A thin adapter: addressing, XML and CMS on the way in and out, one store transaction per
 accepted change. What a change means and whether it is valid is decided by the sans-IO

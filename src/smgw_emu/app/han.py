@@ -1,4 +1,4 @@
-"""The consumer's view at the HAN interface (DOMAIN.md §7): wiring of the HTTPS server
+"""The consumer's view at the HAN interface (docs/domain.md §7): wiring of the HTTPS server
 (`smgw_emu.net.han`), consumer authentication (`smgw_emu.core.hanauth`) and the AR 2418-6 export
 (`smgw_emu.core.trudi`) with the configuration, the store and the journal.
 

@@ -385,7 +385,7 @@ def generate(router: Router | None = None) -> dict[str, Any]:
             "title": "smgw-emu MANAGEMENT channel API",
             "version": __version__,
             "description": "Served by the gateway over the TLS connection it opens to the GWA (reverse HTTP, "
-                           "DOMAIN.md section 2). Generated from the gateway's routes; docs/wan-api.md explains it.",
+                           "docs/domain.md section 2). Generated from the gateway's routes; docs/wan-api.md explains it.",
         },
         "servers": [{"url": "/", "description": "the gateway, on its MANAGEMENT channel to the GWA"}],
         "paths": paths,

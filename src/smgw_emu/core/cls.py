@@ -1,4 +1,4 @@
-"""The CLS proxy, sans-IO (Lastenheft 6.8, DOMAIN.md §5 "CLS-Proxyprofil").
+"""The CLS proxy, sans-IO (Lastenheft 6.8, docs/domain.md §5 "CLS-Proxyprofil").
 
 An active EMT (aEMT) reaches a controllable local system (CLS device on the HAN) through the
 gateway. The gateway terminates TLS on both sides (WAN: the EMT's certificate of its
@@ -25,7 +25,7 @@ in one table, :data:`SCENARIOS`:
   it opens TLS to the EMT, then to the CLS device. After the GWA disconnected it (fig. 77) the
   channel stays down until the profile changes or the gateway restarts.
 
-In every HKS the EMT is the TLS server (every WAN connection is opened by the gateway, DOMAIN.md
+In every HKS the EMT is the TLS server (every WAN connection is opened by the gateway, docs/domain.md
 §1); a profile allows exactly one HKS, and at most one connection per profile is open at a time.
 """
 

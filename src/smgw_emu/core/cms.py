@@ -4,7 +4,7 @@ Sans-IO: bytes in, bytes out. ASN.1 structures come from asn1crypto, primitives 
 `cryptography`; this module only wires them together as RFC 5652 (CMS), RFC 5083
 (AuthEnvelopedData), RFC 5084 (AES-GCM in CMS) and RFC 5753 (ECC in CMS) prescribe.
 
-Container shape of the "default" profile (DOMAIN.md §2), outermost first:
+Container shape of the "default" profile (docs/domain.md §2), outermost first:
 
     ContentInfo(AuthEnvelopedData)                      RFC 5083, version 0
       KeyAgreeRecipientInfo                             RFC 5753 ephemeral-static ECDH

@@ -1,4 +1,4 @@
-"""Consumer authentication at the HAN interface, sans-IO (DOMAIN.md §7: "user/password or his
+"""Consumer authentication at the HAN interface, sans-IO (docs/domain.md §7: "user/password or his
 own certificate").
 
 * Passwords are stored as salted scrypt hashes (``hashlib.scrypt``) in one self-describing

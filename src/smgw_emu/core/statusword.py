@@ -1,4 +1,4 @@
-"""The gateway's half of the status word (DOMAIN.md section 4), sans-IO.
+"""The gateway's half of the status word (docs/domain.md section 4), sans-IO.
 
 [fact] A status word has 16 hex digits: the first 8 are the gateway's, the last 8 the meter's.
 The gateway's bits name a fatal error, an invalid system time and a PTB warning / temporary

@@ -1,5 +1,5 @@
 """Tariff application (TAF) evaluation and the meter-data document for the EMT, sans-IO
-(Lastenheft 6.5.6, 6.5.7, 6.5.9, 6.5.13, 6.5.14; DOMAIN.md §5).
+(Lastenheft 6.5.6, 6.5.7, 6.5.9, 6.5.13, 6.5.14; docs/domain.md §5).
 
 Pure functions: periods on the gateway's clock (time passed in), the derivation of a profile's
 values from the stored meter readings (passed in as a lookup), and the XML document that the

@@ -1,4 +1,4 @@
-"""The consumer's export in the AR 2418-6 XML format that PTB's TRuDI reads (DOMAIN.md §7), sans-IO.
+"""The consumer's export in the AR 2418-6 XML format that PTB's TRuDI reads (docs/domain.md §7), sans-IO.
 
 Everything is handed in (gateway id, meters, value lists, consumer-log entries, tariff names);
 nothing is read from a store or a clock. :func:`build_export` returns the document as UTF-8 bytes.
@@ -28,7 +28,7 @@ IntervalReading a timePeriod, a value and statusFNN or statusPTB. The builder al
   value) is left out and reported in :attr:`ExportResult.skipped` (the caller logs it): a
   metrological value is never rounded;
 * times in UTC, whole seconds, with ``Z``; meterReadingId = qualifiedLogicalName
-  ``<OBIS hex>.<meter id>.sm`` (DOMAIN.md §4); the gateway's HAN TLS certificate as the one
+  ``<OBIS hex>.<meter id>.sm`` (docs/domain.md §4); the gateway's HAN TLS certificate as the one
   Certificate (certType 3, "SMGW HAN Certificate", certId 1);
 * log entries: event type vendor-less, device type 1 (gateway), module 2 (consumer log), event id
   = CRC-16 of the event name (``core/gatewaylogs.event_id``); messageExtensions ``event=...`` and
@@ -173,7 +173,7 @@ def xml_time(moment: _dt.datetime) -> str:
 
 
 def qualified_name(obis: str, meter_id: str) -> str:
-    """DOMAIN.md §4: ``<OBIS hex>.<ldev>.sm``, the original value list of a meter."""
+    """docs/domain.md §4: ``<OBIS hex>.<ldev>.sm``, the original value list of a meter."""
     return f"{obis.lower()}.{meter_id}.sm"
 
 

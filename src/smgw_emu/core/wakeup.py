@@ -3,11 +3,11 @@
 Sans-IO: no sockets, no asyncio, the current time is always passed in.
 
 [ours] The byte format of TR-03109-1 is not public, so the wire format is the ASN.1 module of
-DOMAIN.md section 3 in DER (one packet per datagram, at most 1,024 bytes). Everything that knows
+docs/domain.md section 3 in DER (one packet per datagram, at most 1,024 bytes). Everything that knows
 that format lives in `DerWakeUpCodec`; the verifier only sees the `WakeUpCodec` interface, so the
 normative format can replace it without touching the checks.
 
-The verifier checks in the order DOMAIN.md fixes: size, DER form, version, recipient, sender key
+The verifier checks in the order docs/domain.md fixes: size, DER form, version, recipient, sender key
 id, signature algorithm and signature, time window, nonce. `precheck` runs the cheap checks (up
 to the signature algorithm) and `finish` the rest, so a caller can put a rate limiter in front
 of the expensive signature check without charging it for packets that fail cheaply.
@@ -61,14 +61,14 @@ class RejectReason(StrEnum):
     STALE = "stale"
     FUTURE = "future"
     REPLAYED_NONCE = "replayed-nonce"
-    # [ours] beyond DOMAIN.md: X.509 rule for extensions, and the bounded replay store.
+    # [ours] beyond docs/domain.md: X.509 rule for extensions, and the bounded replay store.
     UNSUPPORTED_EXTENSION = "unsupported-extension"
     NONCE_STORE_FULL = "nonce-store-full"
     # Decided by the network adapter's rate limiter, never by the verifier.
     RATE_LIMITED = "rate-limited"
 
 
-# --- ASN.1 module (DOMAIN.md section 3) ------------------------------------------------------
+# --- ASN.1 module (docs/domain.md section 3) ------------------------------------------------------
 
 
 class Extensions(asn1.SequenceOf):
@@ -148,7 +148,7 @@ class WakeUpCodec(Protocol):
 
 
 class DerWakeUpCodec:
-    """DOMAIN.md section 3 in DER, with asn1crypto."""
+    """docs/domain.md section 3 in DER, with asn1crypto."""
 
     def encode_content(self, data: WakeUpData) -> bytes:
         if data.created_at.tzinfo is None or data.created_at.microsecond:

@@ -1,4 +1,4 @@
-"""The consumer's HTTPS server at the HAN interface (DOMAIN.md §7), the sockets only.
+"""The consumer's HTTPS server at the HAN interface (docs/domain.md §7), the sockets only.
 
 Plain TCP accept, then the TLS handshake with the HAN profile of `net/tls.py` by
 `loop.start_tls`, so a refused handshake (a certificate of another root, no shared suite) is seen

@@ -1,7 +1,7 @@
 """The MANAGEMENT channel, gateway side (Lastenheft 5.2, 5.3, 5.16).
 
 The gateway opens a TLS connection to the GWA (it is the TLS client) and then *serves* HTTP/1.1
-on it: the GWA sends requests, the gateway answers ("reverse HTTP", DOMAIN.md §2). aiohttp's
+on it: the GWA sends requests, the gateway answers ("reverse HTTP", docs/domain.md §2). aiohttp's
 low-level `web.Server` is an asyncio protocol factory, so `loop.create_connection(server, ...)`
 puts an HTTP server on our own outgoing connection.
 

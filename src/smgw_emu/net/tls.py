@@ -1,6 +1,6 @@
 """TLS contexts for the TR-03116-3 profiles: the one place where TLS is configured.
 
-The WAN profile (DOMAIN.md §2): TLS 1.2 (1.3 optional), ECDHE-ECDSA suites only, groups
+The WAN profile (docs/domain.md §2): TLS 1.2 (1.3 optional), ECDHE-ECDSA suites only, groups
 brainpoolP256r1/P384r1/P512r1 and P-256/P-384, ECDSA signatures with SHA-256/384/512, mutual
 authentication, no compression, no renegotiation.
 
@@ -160,7 +160,7 @@ def server_context(profile: TlsProfile, *, chain: Path, key: Path, cafile: Path,
                    client_certificate: str = "required") -> ssl.SSLContext:
     """The context of a TLS server (the reference GWA, the HAN interface).
 
-    `client_certificate="optional"` is for the consumer at the HAN interface (DOMAIN.md §7), who
+    `client_certificate="optional"` is for the consumer at the HAN interface (docs/domain.md §7), who
     signs in with a user name and password or his own certificate: a client may present none,
     but a certificate it presents must chain to `cafile` or the handshake fails."""
     if client_certificate not in ("required", "optional"):

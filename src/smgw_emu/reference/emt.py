@@ -1,6 +1,6 @@
 """The reference active EMT (aEMT): the WAN end of a CLS connection (Lastenheft 6.8).
 
-Every WAN connection is opened by the gateway (DOMAIN.md §1), so the EMT is a TLS server: it
+Every WAN connection is opened by the gateway (docs/domain.md §1), so the EMT is a TLS server: it
 presents its TLS certificate (``emt-tls`` of the test SM-PKI, or another entity's to play a wrong
 EMT), demands the gateway's, and hands each accepted connection to the test as a
 `StreamSession`. Its transcript (channel "emt") holds the connection set-up, every message it

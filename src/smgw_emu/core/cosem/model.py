@@ -1,6 +1,6 @@
 """The COSEM object model: OBIS codes, logical devices, objects, addresses, and the registry.
 
-Addressing ([ours], after one vendor's HTTP interface, DOMAIN.md section 4)::
+Addressing ([ours], after one vendor's HTTP interface, docs/domain.md section 4)::
 
     /smgw/cosem                                                     all LDEV kinds / LDEVs
     /smgw/cosem/<kind>                                              LDEVs of one kind
