@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench soak pki clean
+.PHONY: run test test-timeshift bench soak pki clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ run: $(STAMP) var/pki/pki.json
 ## make test: set up and run the whole suite
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
+
+## make test-timeshift: the unit tests and the end-to-end tests of key banks, certificates and
+## firmware with the system clock a year ahead and 30 days back (libfaketime), so no test can
+## lean on today's date. Debian's faketime is installed when missing.
+TIMESHIFT_TESTS := tests/unit tests/e2e/test_gwa_change.py tests/e2e/test_certificates.py \
+                   tests/e2e/test_identity_change.py tests/e2e/test_firmware.py tests/e2e/test_lmn_pairing.py
+test-timeshift: $(STAMP)
+	@command -v faketime >/dev/null || { echo "installing Debian's faketime"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; } \
+	  || { echo "make test-timeshift needs faketime (apt-get install faketime)" >&2; exit 2; }
+	faketime -f '+365d' $(BIN)/pytest -q -m "not slow" -p no:cacheprovider $(TIMESHIFT_TESTS)
+	faketime -f '-30d' $(BIN)/pytest -q -m "not slow" -p no:cacheprovider $(TIMESHIFT_TESTS)
 
 ## make bench: benchmarks (figures, not assertions)
 bench: $(STAMP)

@@ -112,15 +112,32 @@ def test_edges_of_the_time_window_are_accepted(verifier, make, offset):
     assert verifier.check(make(created_at=NOW + offset * SECOND), NOW).accepted
 
 
-def test_packet_of_exactly_max_size_is_accepted(verifier, make):
+# A fixed test key (not a secret) signing deterministically (RFC 6979): with the content fixed too,
+# the packet is the same bytes in every run, so sizing it to the limit cannot miss by a byte.
+_FIXED_KEY = ec.derive_private_key(0x5EED_0F_7E57_0001, ec.BrainpoolP256R1())
+
+
+def _deterministic_packet(gateway_id: str, cert, filler: int) -> bytes:
+    data = WakeUpData(1, gateway_id, key_id_of(cert), NOW, NONCE,
+                      (WakeUpExtension("1.3.6.1.4.1.99999.1", False, b"x" * filler),))
+    content = DEFAULT_CODEC.encode_content(data)
+    signature = _FIXED_KEY.sign(content, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    return DEFAULT_CODEC.encode_packet(content, ECDSA_WITH_SHA256, signature)
+
+
+def test_packet_of_exactly_max_size_is_accepted(gateway_id):
+    cert = issue_certificate(subject_cn="gwa-fixed", org_unit="x", public_key=_FIXED_KEY.public_key(),
+                             issuer_cert=None, issuer_key=_FIXED_KEY)
+    assert _deterministic_packet(gateway_id, cert, 0) == _deterministic_packet(gateway_id, cert, 0)
     filler = 0
-    for _ in range(10):  # ECDSA signatures vary by a byte or two in length
-        packet = make(extensions=[WakeUpExtension("1.3.6.1.4.1.99999.1", False, b"x" * filler)])
-        if len(packet) == 1024:
-            break
+    for _ in range(4):  # each step corrects the length of the extension and the DER headers it moves
+        packet = _deterministic_packet(gateway_id, cert, filler)
         filler += 1024 - len(packet)
+    packet = _deterministic_packet(gateway_id, cert, filler)
     assert len(packet) == 1024
+    verifier = WakeUpVerifier(gateway_id, [cert])
     assert verifier.check(packet, NOW).accepted
+    assert reject_reason(verifier, _deterministic_packet(gateway_id, cert, filler + 1)) == "too-large"
 
 
 def test_non_critical_unknown_extension_is_ignored(verifier, make):
