@@ -39,6 +39,7 @@ def test_schema_created_with_version(tmp_path):
         assert {"meta", "ldevs", "objects", "key_banks", "log", "meter_values", "firmware",
                 "outbox", "nonces", "kv"} <= tables
         assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         c.close()
@@ -63,14 +64,17 @@ def test_wrong_schema_version_refused(tmp_path):
     StateStore(tmp_path).close()
     c = sqlite3.connect(tmp_path / StateStore.FILE_NAME)
     c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    c.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     c.commit()
     c.close()
-    with pytest.raises(StoreError, match=r"schema version 2.*needs 1|schema version"):
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer than this smgw-emu supports "
+                                         rf"\(up to {SCHEMA_VERSION}\)"):
         StateStore(tmp_path)
-    # The refused open must not have rewritten the version.
+    # The refused open must not have rewritten the version (more in test_store_migrations.py).
     c = sqlite3.connect(tmp_path / StateStore.FILE_NAME)
     try:
         assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION + 1),)
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     finally:
         c.close()
 

@@ -8,11 +8,28 @@ Rules that make it crash-safe:
   is `durability="power-loss"` (`synchronous=FULL`, an fsync per commit); the default
   `"process-crash"` (`synchronous=NORMAL`) fsyncs only at checkpoints, which is what an emulator
   that runs by the thousand needs;
-* the schema is versioned in `meta` and created in one transaction.
+* the schema is versioned (`PRAGMA user_version`, mirrored in `meta`) and created or migrated in
+  one transaction: see "Schema versions" below.
 
 What is stored: the COSEM objects of every logical device (profiles live there), key banks, the
 three logs, meter values, firmware slots, the INFO-REPORT outbox (reports are kept until the GWA
 has acknowledged them), wake-up nonces seen, and small key/value settings.
+
+Schema versions: `SCHEMA_VERSION` is the version this code reads and writes; `MIGRATIONS` maps
+every version 1 .. SCHEMA_VERSION to the function that brings a store of the version before it
+there. Opening a store reads its version first and then
+* equal: opens it;
+* older: runs the missing migrations in order, all in ONE transaction (BEGIN IMMEDIATE .. COMMIT,
+  the new version written in the same transaction: SQLite's DDL is transactional, so a crash or a
+  failing migration leaves the store at its old version, data unchanged), and logs from/to;
+* newer than `SCHEMA_VERSION`: refuses it (StoreError naming the file, its version and ours);
+* 0 without tables: a new store, created by running every migration from 0;
+* 0 with the tables of version 1 and `meta` schema_version 1: a store of the release before
+  versioning (it wrote the version only into `meta`); migrated 0 -> 1, which stamps it;
+* anything else (other tables, no `meta` row, `meta` and the header disagreeing, not SQLite):
+  refused as not a smgw-emu state store or damaged. A refused file is not written to.
+The version in `meta` is kept equal to `user_version` so that the release before versioning,
+which reads only `meta`, refuses a store of a later version instead of using it.
 
 The store is synchronous on purpose: one small transaction costs about a millisecond on this kind
 of machine, and keeping it on the event loop keeps the order of changes the order of requests.
@@ -21,16 +38,24 @@ of machine, and keeping it on the event loop keeps the order of changes the orde
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
+log = logging.getLogger("smgw_emu.store")
+
+#: The schema version this code reads and writes (== max(MIGRATIONS)).
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
+#: The tables of schema version 1: a store of the release before versioning has exactly these.
+V1_TABLES = frozenset({"meta", "ldevs", "objects", "key_banks", "log", "meter_values", "firmware", "outbox",
+                       "nonces", "kv"})
+
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ldevs (
     kind TEXT NOT NULL, id TEXT NOT NULL, created_at TEXT NOT NULL,
@@ -63,7 +88,7 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 class StoreError(Exception):
-    """The state directory or database cannot be used."""
+    """The state directory or database cannot be used (the message is one line, for the user)."""
 
 
 @dataclass(frozen=True)
@@ -190,16 +215,53 @@ class Transaction:
         )
 
 
+# -- schema migrations ---------------------------------------------------------------------------
+Migration = Callable[[Transaction], None]
+
+
+def _to_v1(tx: Transaction) -> None:
+    """0 -> 1: create the schema of version 1.
+
+    On a new (empty) store this creates every table. On a store of the release before versioning
+    the tables are already there, exactly as version 1 has them (that release wrote schema 1 and
+    only recorded it in `meta`), so nothing is created or changed: the step only stamps it (the
+    caller writes `user_version` and `meta` in the same transaction)."""
+    for statement in filter(str.strip, _SCHEMA_V1.split(";")):
+        tx.execute(statement)
+
+
+#: Version -> the step that brings a store of the version before it to it. Append only: a released
+#: step is never changed (stores in the field have run it); a change of what is stored is a new
+#: version with its own step, and SCHEMA_VERSION moves with it.
+MIGRATIONS: Mapping[int, Migration] = {1: _to_v1}
+
+assert max(MIGRATIONS) == SCHEMA_VERSION
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class StateStore:
-    """One gateway's state database (`<state_dir>/state.sqlite3`)."""
+    """One gateway's state database (`<state_dir>/state.sqlite3`).
+
+    `migrations` is the table of schema migrations (default `MIGRATIONS`); the highest key is the
+    version the store is brought to. The application never passes it: it is there so that a test
+    can add a version after the current one (and a failing one) without touching the module.
+    """
 
     FILE_NAME = "state.sqlite3"
 
     DURABILITY = {"process-crash": "NORMAL", "power-loss": "FULL"}
 
-    def __init__(self, state_dir: str | os.PathLike, *, durability: str = "process-crash") -> None:
+    def __init__(self, state_dir: str | os.PathLike, *, durability: str = "process-crash",
+                 migrations: Mapping[int, Migration] | None = None) -> None:
         if durability not in self.DURABILITY:
             raise StoreError(f"unknown durability {durability!r} (process-crash or power-loss)")
+        migrations = MIGRATIONS if migrations is None else migrations
+        if sorted(migrations) != list(range(1, len(migrations) + 1)):
+            raise ValueError(f"migrations must be keyed 1 .. n without gaps, not {sorted(migrations)}")
         self.state_dir = Path(state_dir)
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -211,24 +273,92 @@ class StateStore:
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per logical change.
             self._c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._c.execute("PRAGMA busy_timeout=5000")
+            # Look before writing anything: a file that is refused is left as it is (not even
+            # switched to WAL).
+            self._version_found(len(migrations))
             self._c.execute("PRAGMA journal_mode=WAL")
             self._c.execute(f"PRAGMA synchronous={self.DURABILITY[durability]}")
+            self._migrate(migrations)
             self._c.execute("PRAGMA foreign_keys=ON")
-            self._c.execute("PRAGMA busy_timeout=5000")
-            with self.transaction() as tx:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    tx.execute(statement)
-                row = self._c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif str(row[0]).strip() != str(SCHEMA_VERSION):  # a string compare: no ValueError on junk
-                    raise StoreError(f"{self.path} has schema version {row[0]}, this build needs {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
-            raise StoreError(f"cannot open state database {self.path}: {exc}") from None
+            raise StoreError(f"cannot open state database {self.path}: {' '.join(str(exc).split())}") from None
         except BaseException:
             self._close_quietly()  # e.g. the schema version is refused: do not leak the connection
             raise
+
+    def _version_found(self, supported: int) -> int:
+        """The schema version of the open file (0: new and empty, or the release before versioning).
+
+        Raises StoreError for a file this code must not use. Reads only."""
+        c = self._c
+        version = int(c.execute("PRAGMA user_version").fetchone()[0])  # "file is not a database" here
+        names = {r[0]: r[1] for r in c.execute(
+            "SELECT name, type FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")}
+        tables = {n for n, t in names.items() if t == "table"}
+        if version == 0 and not names:
+            return 0  # a new store
+        meta = None
+        if "meta" in tables:
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            meta = None if row is None else str(row[0]).strip()  # a string compare: no ValueError on junk
+        if meta is None:
+            what = f"user_version {version}, " if version else ""
+            raise StoreError(f"{self.path} is not a smgw-emu state store ({what}no schema version in a meta table); "
+                             "not opened")
+        if version == 0:  # the release before versioning: the tables of version 1, version 1 in meta
+            missing = sorted(V1_TABLES - tables)
+            if meta != "1" or missing:
+                detail = f"tables missing: {', '.join(missing)}" if missing else f"schema version {meta!r} in meta"
+                raise StoreError(f"{self.path} is not a smgw-emu state store of a known version "
+                                 f"(no user_version, {detail}); not opened")
+            return 0
+        if version > supported:
+            raise StoreError(f"{self.path} has schema version {version}, newer than this smgw-emu supports "
+                             f"(up to {supported}): written by a later release; not opened")
+        if meta != str(version):
+            raise StoreError(f"{self.path} is damaged: schema version {version} in its header but {meta!r} in "
+                             "its meta table; not opened")
+        return version
+
+    def _migrate(self, migrations: Mapping[int, Migration]) -> None:
+        """Bring the store to the highest version of `migrations`, in one transaction."""
+        target = len(migrations)
+        self.schema_version = self._version_found(target)
+        if self.schema_version == target:
+            return
+        # Off for the migration (a rebuilt table would cascade or fail halfway); foreign_key_check
+        # before COMMIT instead. __init__ switches it on again.
+        self._c.execute("PRAGMA foreign_keys=OFF")
+        with self.transaction() as tx:
+            # Again under the write lock: another process may have migrated it meanwhile.
+            found = self._version_found(target)
+            new = not self._c.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+            step = found
+            try:
+                for step in range(found + 1, target + 1):
+                    migrations[step](tx)
+                    log.debug("state store %s: migration to schema version %d done", self.path, step)
+                problems = tx.execute("PRAGMA foreign_key_check").fetchall()
+                if problems:
+                    raise StoreError(f"foreign keys broken: {problems[:3]}")
+            except Exception as exc:
+                log.debug("migration of %s to schema version %d failed", self.path, step, exc_info=True)
+                raise StoreError(f"cannot migrate state database {self.path} from schema version {found} "
+                                 f"to {target}: step {step} failed ({_one_line(exc)}); the store is "
+                                 f"unchanged, still version {found}") from exc
+            tx.execute(f"PRAGMA user_version={int(target)}")
+            tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                       " ON CONFLICT (key) DO UPDATE SET value=excluded.value", (str(target),))
+        if new:
+            log.info("state store %s created at schema version %d", self.path, target)
+        elif found == 0:
+            log.info("state store %s migrated from schema version 0 (the release before versioning) to %d",
+                     self.path, target)
+        else:
+            log.info("state store %s migrated from schema version %d to %d", self.path, found, target)
+        self.schema_version = target
 
     def _close_quietly(self) -> None:
         conn = getattr(self, "_c", None)
