@@ -166,3 +166,51 @@ def test_the_command_check_sees_a_missing_row():
     assert not documented(("gwa", "request"), cells)
     assert not documented(("config", "default"), cells)
     assert not documented(("api", "openapi"), cells)
+
+
+# -- docs/domain.md ---------------------------------------------------------------------------------
+
+DOMAIN_SECTIONS = ["Actors and interfaces", "Channels (incl. TLS profile)", "Wake-up packet",
+                   "Object model and addressing", "Profiles", "Process catalogue", "HAN consumer view",
+                   "Implementation notes"]
+
+
+def test_domain_md_keeps_the_section_numbers_the_code_cites():
+    text = (ROOT / "docs" / "domain.md").read_text(encoding="utf-8")
+    assert re.findall(r"^## (\d+)\. (.+)$", text, re.M) == [(str(n), t) for n, t in enumerate(DOMAIN_SECTIONS, 1)]
+    cited = set()
+    for top in SCANNED:
+        for path in ([ROOT / top] if (ROOT / top).is_file() else (ROOT / top).rglob("*")):
+            if path.is_file() and path.suffix in {".md", ".py", ".toml", ".json"}:
+                cited |= {int(n) for n in re.findall(r"domain\.md(?: §| section )(\d+)", path.read_text("utf-8"))}
+    assert cited and cited <= set(range(1, len(DOMAIN_SECTIONS) + 1))
+
+
+def decision_names(domain: str) -> list[str]:
+    """The decisions.md entries docs/domain.md names: quoted names inside `[ours: ...]` marks and
+    in the last column of its process table."""
+    names = []
+    for mark in re.findall(r"\[ours: ([^\]]+)\]", domain):
+        names += re.findall(r'"([^"]+)"', mark)
+    for row in re.findall(r"^\| [0-9.-]+ \|.*\|(.*)\|$", domain, re.M):
+        names += re.findall(r'"([^"]+)"', row)
+    return [" ".join(name.split()) for name in names]  # a name may wrap across lines
+
+
+def missing_decisions(domain: str, decisions: str) -> list[str]:
+    headings = re.findall(r"^#{2,3} (.+)$", decisions, re.M)
+    return [name for name in decision_names(domain) if not any(h.startswith(name) for h in headings)]
+
+
+def test_every_decision_domain_md_names_exists():
+    domain = (ROOT / "docs" / "domain.md").read_text(encoding="utf-8")
+    decisions = (ROOT / "docs" / "decisions.md").read_text(encoding="utf-8")
+    assert len(decision_names(domain)) > 40
+    assert missing_decisions(domain, decisions) == []
+
+
+def test_the_decision_check_sees_a_missing_entry():
+    domain = ('A rule. [ours: "Wake-up packet format", "No such\nentry"]\n\n'
+              '| 6.1 | 17-19 | firmware | "Firmware update", "Gone" |\n')
+    decisions = "## Firmware update (6.1)\n\n### Wake-up packet format\n"
+    assert missing_decisions(domain, decisions) == ["No such entry", "Gone"]
