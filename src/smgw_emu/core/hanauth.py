@@ -1,5 +1,5 @@
-"""Consumer authentication at the HAN interface, sans-IO (docs/domain.md §7: "user/password or his
-own certificate").
+"""Consumer authentication at the HAN interface, sans-IO (docs/domain.md §7: user name and
+password, or a certificate of his own).
 
 * Passwords are stored as salted scrypt hashes (``hashlib.scrypt``) in one self-describing
   string: ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>``. :func:`hash_password` makes one (also

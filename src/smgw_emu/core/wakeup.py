@@ -2,10 +2,11 @@
 
 Sans-IO: no sockets, no asyncio, the current time is always passed in.
 
-[ours] The byte format of TR-03109-1 is not public, so the wire format is the ASN.1 module of
-docs/domain.md section 3 in DER (one packet per datagram, at most 1,024 bytes). Everything that knows
-that format lives in `DerWakeUpCodec`; the verifier only sees the `WakeUpCodec` interface, so the
-normative format can replace it without touching the checks.
+[ours] The wire format is the ASN.1 module of docs/domain.md section 3 in DER (one packet per
+datagram, at most 1,024 bytes), not yet the binary format of TR-03109-1 (Detailspezifikation
+§2.1; the difference is listed in docs/domain.md §3). Everything that knows the format lives in
+`DerWakeUpCodec`; the verifier only sees the `WakeUpCodec` interface, so the normative format can
+replace it without touching the checks.
 
 The verifier checks in the order docs/domain.md fixes: size, DER form, version, recipient, sender key
 id, signature algorithm and signature, time window, nonce. `precheck` runs the cheap checks (up
