@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -172,13 +173,29 @@ def cmd_gwa(args: argparse.Namespace) -> int:
 
 
 # -- han --------------------------------------------------------------------------------------
-def cmd_han_hash_password(args: argparse.Namespace) -> int:
-    """A password hash for [[han.consumers]] password_hash (docs/configuration.md)."""
+def _ask_password(prompt: str) -> str:
+    """Ask on the controlling terminal, never echoing; without one (CI, cron, a pipe from a
+    service) refuse rather than let getpass read standard input with a warning."""
     import getpass
 
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        raise CliError("no terminal to ask for the password on; pass it on standard input with --stdin") from None
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        raise CliError("no password given (end of input); pass it on standard input with --stdin") from None
+
+
+def cmd_han_hash_password(args: argparse.Namespace) -> int:
+    """A password hash for [[han.consumers]] password_hash (docs/configuration.md)."""
     from smgw_emu.core.hanauth import DEFAULT_SCRYPT, HashFormatError, hash_password
 
-    password = sys.stdin.readline().rstrip("\r\n") if args.stdin else getpass.getpass("consumer's password: ")
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = _ask_password("consumer's password: ")
     if not password:
         raise CliError("an empty password is not accepted")
     try:
