@@ -281,17 +281,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit status when the reader of standard output went away (`smgw-emu processes | head`):
+#: 128 + SIGPIPE, what the shell reports for a tool that SIGPIPE ended (e.g. `yes | head -1`).
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe (or socket) whose reader has gone: poll reports an error
+    or hang-up on its write end."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # closed, detached or replaced standard output
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at interpreter exit, so that a closed pipe is seen below
+        return status
     except CliError as exc:
         print(f"smgw-emu: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # a broken connection somewhere else is not the reader closing our output
+        # The reader closed early: end quietly (Python docs, "Note on SIGPIPE"). What is still
+        # buffered goes to /dev/null, so the flush at interpreter exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""What a user meets at the command line (issue 7, item 6): a reader that closes the pipe early,
+a second `run` on the same state directory, the exit status of `gwa request`, what `gwa serve`
+prints, the `run` hint and the start-up self test's time warning.
+
+Everything runs as a user runs it: the installed `smgw-emu` script as a subprocess, real files,
+real sockets on 127.0.0.1 with free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from smgw_emu.reference.gwa import ReferenceGwa
+
+from .test_cli import free_port, write_config
+
+SMGW_EMU = Path(sys.executable).parent / "smgw-emu"
+pytestmark = pytest.mark.skipif(not SMGW_EMU.exists(), reason="needs the installed smgw-emu script next to python")
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def gateway_config(tmp_path: Path, pki, **replace: str) -> tuple[Path, dict[str, int]]:
+    """The embedded default configuration with free ports, the test PKI and a state directory
+    in `tmp_path` (write_config)."""
+    ports = {"wake": free_port(socket.SOCK_DGRAM), "management": free_port(), "service": free_port()}
+    path = write_config(tmp_path, pki.root, **{
+        "port = 47110": f"port = {ports['wake']}", "management_port = 47111": f"management_port = {ports['management']}",
+        "127.0.0.1:47112": f"127.0.0.1:{ports['service']}", **replace,
+    })
+    return path, ports
+
+
+class Run:
+    """One `smgw-emu run` process; `started()` reads its output up to the `next, ...` line."""
+
+    def __init__(self, *args: str, cwd: Path | None = None, argv0: str | None = None) -> None:
+        self.proc = subprocess.Popen([argv0 or str(SMGW_EMU), "run", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=ENV, cwd=cwd)
+        self.output = ""
+
+    def started(self, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while "\nnext" not in "\n" + self.output and time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output += line
+        assert "\nnext" in "\n" + self.output, self.output + (self.proc.stderr.read() if self.proc.poll() is not None else "")
+        return self.output
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM; the exit status and everything the process wrote to stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        return status, self.proc.stderr.read()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def runs():
+    """Factory for `smgw-emu run` processes; every one is ended at teardown."""
+    started: list[Run] = []
+
+    def start(*args: str, **kwargs) -> Run:
+        started.append(Run(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+def cli(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SMGW_EMU), *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def into_closed_pipe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run with standard output a pipe whose reader is gone before the first byte: the extreme
+    of `smgw-emu ... | head -1`."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([str(SMGW_EMU), *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=timeout)
+    finally:
+        os.close(write_end)
+
+
+def assert_quiet_broken_pipe(status: int, stderr: str) -> None:
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr and "Exception ignored" not in stderr, stderr
+    assert status == 141, (status, stderr)  # 128 + SIGPIPE, what the shell shows for `yes | head -1`
+
+
+# -- 1. a reader that closes early: no traceback, exit 141 --------------------------------------------
+def test_processes_into_a_closed_pipe_ends_quietly():
+    result = into_closed_pipe("processes")
+    assert_quiet_broken_pipe(result.returncode, result.stderr)
+
+
+def test_processes_json_into_head_ends_quietly():
+    """More than a pipe holds, and the reader takes one line and closes: `processes --json | head -1`."""
+    proc = subprocess.Popen([str(SMGW_EMU), "processes", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"["
+        proc.stdout.close()
+        status = proc.wait(60)
+        stderr = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert_quiet_broken_pipe(status, stderr)
+
+
+def test_shell_pipeline_into_head_prints_the_line_and_no_traceback():
+    result = subprocess.run(["sh", "-c", f"'{SMGW_EMU}' processes --json | head -1"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout == "[\n" and result.stderr == "", result.stderr
+
+
+def test_gwa_demo_into_a_closed_pipe_ends_quietly(tmp_path, pki, runs):
+    path, _ = gateway_config(tmp_path, pki)
+    runs("--config", str(path)).started()
+    result = into_closed_pipe("gwa", "demo", "--config", str(path))
+    assert_quiet_broken_pipe(result.returncode, result.stderr)
