@@ -127,6 +127,11 @@ def _gwa_setup(args: argparse.Namespace):
     return config, pki
 
 
+#: Exit status of `gwa demo` and `gwa request` when the gateway answered 4xx or 5xx (the response
+#: is printed all the same); 2 stays a failure of the command itself (no channel, bad input).
+EXIT_ERROR_STATUS = 1
+
+
 def cmd_gwa(args: argparse.Namespace) -> int:
     from smgw_emu.reference.gwa import ChannelClosed, ReferenceGwa
 
@@ -157,15 +162,18 @@ def cmd_gwa(args: argparse.Namespace) -> int:
             print(f"MANAGEMENT channel from {channel.peer_id} ({channel.tls_version}, {channel.cipher})")
             requests = [("GET", "/smgw/info"), ("GET", "/smgw/cosem")] if args.action == "demo" else [(args.method, args.path)]
             body = Path(args.body).read_bytes() if getattr(args, "body", None) else b""
+            status = 0
             for method, path in requests:
                 try:
                     response = await channel.request(method, path, body if args.action == "request" else b"")
                 except ChannelClosed as exc:
                     raise CliError(f"channel closed: {exc}") from None
                 print(f"\n{method} {path} -> {response.status}\n{response.text}")
+                if response.status >= 400:
+                    status = EXIT_ERROR_STATUS
             await channel.close()
             print("\ntranscript:\n" + gwa.transcript.format())
-            return 0
+            return status
         finally:
             await gwa.stop()
 
@@ -254,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("demo", "wake the gateway, discover it, print the transcript"),
                        ("serve", "run the GWA endpoints and wait"),
                        ("request", "wake the gateway and send one request")):
-        p = gwa_sub.add_parser(name, help=text)
+        exits = ("exit status: 0 when every answer is below 400, 1 when the gateway answered 4xx or 5xx "
+                 "(the response is printed), 2 when the command failed (no channel, bad input)")
+        p = gwa_sub.add_parser(name, help=text, description=text, epilog=exits if name != "serve" else None)
         p.add_argument("--config", help="the gateway's configuration file (for addresses and ids)")
         p.add_argument("--pki", help="PKI directory (default: gateway.pki_dir of the configuration)")
         p.add_argument("--gateway-host", help="wake-up address of the gateway")

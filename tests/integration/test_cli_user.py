@@ -143,3 +143,17 @@ def test_gwa_demo_into_a_closed_pipe_ends_quietly(tmp_path, pki, runs):
     runs("--config", str(path)).started()
     result = into_closed_pipe("gwa", "demo", "--config", str(path))
     assert_quiet_broken_pipe(result.returncode, result.stderr)
+
+
+# -- 3. gwa request: an error status is a failed command ----------------------------------------------
+def test_gwa_request_exits_1_on_an_error_status_and_prints_the_response(tmp_path, pki, runs):
+    path, _ = gateway_config(tmp_path, pki)
+    runs("--config", str(path)).started()
+    missing = cli("gwa", "request", "GET", "/smgw/no-such-resource", "--config", str(path))
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "GET /smgw/no-such-resource -> 404" in missing.stdout
+    assert "transcript:" in missing.stdout
+    assert "Traceback" not in missing.stderr
+    found = cli("gwa", "request", "GET", "/smgw/info", "--config", str(path))
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "GET /smgw/info -> 200" in found.stdout
