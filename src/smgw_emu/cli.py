@@ -127,6 +127,64 @@ def _gwa_setup(args: argparse.Namespace):
     return config, pki
 
 
+async def _serve(gwa) -> int:
+    """`gwa serve`: one flushed line per MANAGEMENT channel opened or closed and per report
+    received, until SIGINT or SIGTERM."""
+    print("waiting for channels and reports (Ctrl-C ends)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    announcer = asyncio.create_task(_announce(gwa, stop))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([announcer, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not announcer.done():
+        stop.set()
+        await announcer  # its last round: what arrived up to the signal
+    announcer.result()  # e.g. BrokenPipeError: main() ends quietly
+    return 0
+
+
+async def _announce(gwa, stop: asyncio.Event, interval: float = 0.05) -> None:
+    """Watch the reference GWA's channels and reports (polled: the reference GWA has no
+    callbacks) and print what changed."""
+    opened: list = []      # (channel, drain task) of channels not yet seen closed
+    reports = duplicates = 0
+    try:
+        while True:
+            last_round = stop.is_set()
+            while gwa.pending_channels():
+                channel = await gwa.wait_channel(5)
+                print(f"channel opened: MANAGEMENT from {channel.peer_id or '?'} ({channel.tls_version}, {channel.cipher})",
+                      flush=True)
+                # someone has to read the channel to see the gateway close it
+                opened.append((channel, asyncio.create_task(channel.wait_closed(timeout=None))))
+            for channel, drain in list(opened):
+                if channel.closed:
+                    print(f"channel closed: MANAGEMENT from {channel.peer_id or '?'} (closed by the gateway)", flush=True)
+                    opened.remove((channel, drain))
+            for report in gwa.reports[reports:]:
+                event = report.event
+                what = f"event {event.type} id={event.id} from {event.gateway}" if event else f"a non-event document from {report.peer_subject or '?'}"
+                print(f"report received: {what} ({len(report.body)} bytes, acknowledged)", flush=True)
+            for event in gwa.duplicates[duplicates:]:
+                print(f"report received: event {event.type} id={event.id} from {event.gateway} again (duplicate, acknowledged and dropped)",
+                      flush=True)
+            reports, duplicates = len(gwa.reports), len(gwa.duplicates)
+            if last_round:
+                for channel, _ in opened:
+                    print(f"channel closed: MANAGEMENT from {channel.peer_id or '?'} (closed by the GWA, serve ends)", flush=True)
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for _, drain in opened:
+            drain.cancel()
+
+
 #: Exit status of `gwa demo` and `gwa request` when the gateway answered 4xx or 5xx (the response
 #: is printed all the same); 2 stays a failure of the command itself (no channel, bad input).
 EXIT_ERROR_STATUS = 1
@@ -148,11 +206,7 @@ def cmd_gwa(args: argparse.Namespace) -> int:
             target = (args.gateway_host or config.wakeup.host, args.gateway_port or config.wakeup.port)
             print(f"reference GWA listening: MANAGEMENT {config.gwa.host}:{gwa.management_port}, service https://{config.gwa.host}:{gwa.service_port}/")
             if args.action == "serve":
-                print("waiting for channels and reports (Ctrl-C ends)")
-                stop = asyncio.Event()
-                asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-                await stop.wait()
-                return 0
+                return await _serve(gwa)
             print(f"wake-up -> {config.gateway.id} at udp://{target[0]}:{target[1]}")
             try:
                 channel = await gwa.wake(target, config.gateway.id, timeout=args.timeout)

@@ -26,6 +26,7 @@ from .test_cli import free_port, write_config
 SMGW_EMU = Path(sys.executable).parent / "smgw-emu"
 pytestmark = pytest.mark.skipif(not SMGW_EMU.exists(), reason="needs the installed smgw-emu script next to python")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+BUFFERED = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
 
 
 def gateway_config(tmp_path: Path, pki, **replace: str) -> tuple[Path, dict[str, int]]:
@@ -157,3 +158,49 @@ def test_gwa_request_exits_1_on_an_error_status_and_prints_the_response(tmp_path
     found = cli("gwa", "request", "GET", "/smgw/info", "--config", str(path))
     assert found.returncode == 0, found.stdout + found.stderr
     assert "GET /smgw/info -> 200" in found.stdout
+
+
+# -- 4. gwa serve says what arrives ---------------------------------------------------------------------
+def _read_until(proc: subprocess.Popen, fragment: str, seen: list[str], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in seen:
+            if fragment in line:
+                return line
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+    raise AssertionError(f"no line with {fragment!r} in:\n{''.join(seen)}")
+
+
+def test_gwa_serve_prints_one_line_per_channel_and_report(tmp_path, pki, runs):
+    path, ports = gateway_config(tmp_path, pki)
+    serve = subprocess.Popen([str(SMGW_EMU), "gwa", "serve", "--config", str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=BUFFERED)  # serve has to flush itself
+    seen: list[str] = []
+    try:
+        _read_until(serve, "waiting for channels and reports", seen)
+        gateway = runs("--config", str(path))
+        gateway.started()
+        report = _read_until(serve, "report received", seen)
+        assert "gateway-started" in report and "id=" in report and "EXXX0012345678" in report, report
+        wakeup = ReferenceGwa(pki).build_wakeup("EXXX0012345678")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(wakeup, ("127.0.0.1", ports["wake"]))
+        opened = _read_until(serve, "channel opened", seen)
+        assert "EXXX0012345678" in opened and "TLS" in opened, opened
+        assert gateway.stop()[0] == 0
+        closed = _read_until(serve, "channel closed", seen)
+        assert "EXXX0012345678" in closed, closed
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            status = serve.wait(20)
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+                serve.wait()
+    stderr = serve.stderr.read()
+    assert status == 0 and stderr == "", stderr
+    assert len([line for line in seen if "report received" in line]) >= 1
