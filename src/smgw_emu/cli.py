@@ -28,9 +28,25 @@ def _load_config(path: str | None):
 
 # -- run --------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from smgw_emu.app.gateway import Gateway, GatewayStartError
+    from smgw_emu.store.lock import StateDirLock, StateDirLockError
 
     config = _load_config(args.config)
+    # First of all: one process per state directory. A second run must not run its self test on
+    # (or otherwise touch) the live state of the first; the kernel drops the lock however we end.
+    lock = StateDirLock(config.gateway.state_dir)
+    try:
+        lock.acquire()
+    except StateDirLockError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        return _run_gateway(args, config)
+    finally:
+        lock.release()
+
+
+def _run_gateway(args: argparse.Namespace, config) -> int:
+    from smgw_emu.app.gateway import Gateway, GatewayStartError
+
     logging.getLogger("smgw_emu").setLevel(logging.INFO)  # say what happens: wake-ups, channels, requests
 
     async def main() -> None:

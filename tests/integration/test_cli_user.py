@@ -204,3 +204,47 @@ def test_gwa_serve_prints_one_line_per_channel_and_report(tmp_path, pki, runs):
     stderr = serve.stderr.read()
     assert status == 0 and stderr == "", stderr
     assert len([line for line in seen if "report received" in line]) >= 1
+
+
+# -- 5. one `run` per state directory ------------------------------------------------------------------
+def _self_tests(state_dir: Path) -> int:
+    conn = sqlite3.connect(f"file:{state_dir / 'state.sqlite3'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM log WHERE event='self-test-run'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_second_run_on_the_same_state_directory_is_refused_before_touching_it(tmp_path, pki, runs):
+    path, _ = gateway_config(tmp_path, pki)
+    state_dir = tmp_path / "state"
+    first = runs("--config", str(path))
+    first.started()
+    before = _self_tests(state_dir)
+    second = runs("--config", str(path))
+    status = second.proc.wait(30)
+    stderr = second.proc.stderr.read()
+    assert status == 2, (status, stderr)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("smgw-emu: "), stderr  # no self test, no log lines
+    assert f"PID {first.proc.pid}" in lines[0] and str(state_dir) in lines[0], lines[0]
+    assert second.proc.stdout.read() == ""
+    assert _self_tests(state_dir) == before
+    assert first.proc.poll() is None  # the holder runs on
+    assert first.stop()[0] == 0
+    third = runs("--config", str(path))  # released on exit
+    third.started()
+    assert third.stop()[0] == 0
+
+
+def test_run_after_a_killed_holder_starts(tmp_path, pki, runs):
+    path, _ = gateway_config(tmp_path, pki)
+    holder = runs("--config", str(path))
+    holder.started()
+    holder.proc.send_signal(signal.SIGKILL)
+    holder.proc.wait(20)
+    assert (tmp_path / "state" / "smgw-emu.lock").read_text().strip() == str(holder.proc.pid)  # stale, not held
+    after = runs("--config", str(path))
+    assert "running" in after.started()
+    assert (tmp_path / "state" / "smgw-emu.lock").read_text().strip() == str(after.proc.pid)
+    assert after.stop()[0] == 0
