@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -27,6 +28,20 @@ def _load_config(path: str | None):
 
 
 # -- run --------------------------------------------------------------------------------------
+def _this_command() -> str:
+    """How to call this very smgw-emu again from any directory: the absolute path of the script
+    that runs (`make run` starts it as .venv/bin/smgw-emu), else the smgw-emu next to this Python,
+    else this Python with -m. Made absolute, symbolic links kept (a venv's python is a link to
+    the base interpreter, which does not see the venv's packages)."""
+    script = Path(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "smgw-emu" and script.is_file():
+        return shlex.quote(str(script))
+    beside = Path(os.path.abspath(sys.executable)).parent / "smgw-emu"
+    if beside.is_file():
+        return shlex.quote(str(beside))
+    return f"{shlex.quote(os.path.abspath(sys.executable))} -m smgw_emu.cli"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from smgw_emu.store.lock import StateDirLock, StateDirLockError
 
@@ -72,8 +87,8 @@ def _run_gateway(args: argparse.Namespace, config) -> int:
             han_host, han_port = gateway.han.address
             print(f"  consumer view (HAN)  https://{han_host}:{han_port}/han/export (AR 2418-6, TRuDI)", flush=True)
         print(f"  state                {config.gateway.state_dir}", flush=True)
-        config_arg = f" --config {args.config}" if args.config else ""
-        print(f"next, in another terminal: .venv/bin/smgw-emu gwa demo{config_arg}", flush=True)
+        config_arg = f" --config {shlex.quote(os.path.abspath(args.config))}" if args.config else ""
+        print(f"next, in another terminal: {_this_command()} gwa demo{config_arg}", flush=True)
         await stop.wait()
         print("stopping", flush=True)
         await gateway.stop()

@@ -248,3 +248,15 @@ def test_run_after_a_killed_holder_starts(tmp_path, pki, runs):
     assert "running" in after.started()
     assert (tmp_path / "state" / "smgw-emu.lock").read_text().strip() == str(after.proc.pid)
     assert after.stop()[0] == 0
+
+
+# -- 6. the hint names the executable by its absolute path ---------------------------------------------
+def test_run_hint_names_the_executable_absolutely(tmp_path, pki, runs):
+    path, _ = gateway_config(tmp_path, pki)
+    bin_dir = SMGW_EMU.parent
+    output = runs("--config", str(path), cwd=bin_dir, argv0="./smgw-emu").started()  # as `make run` calls it
+    hint = output.strip().splitlines()[-1]
+    assert hint.startswith("next, in another terminal: "), hint
+    command = hint.removeprefix("next, in another terminal: ").split()
+    assert command[0] == os.path.abspath(SMGW_EMU), hint
+    assert command[1:] == ["gwa", "demo", "--config", str(path)], hint
