@@ -260,3 +260,16 @@ def test_run_hint_names_the_executable_absolutely(tmp_path, pki, runs):
     command = hint.removeprefix("next, in another terminal: ").split()
     assert command[0] == os.path.abspath(SMGW_EMU), hint
     assert command[1:] == ["gwa", "demo", "--config", str(path)], hint
+
+
+# -- 7. the start-up self test says why the time check warns -------------------------------------------
+def test_default_start_says_why_the_time_check_warns(tmp_path, pki, runs):
+    path, _ = gateway_config(tmp_path, pki)
+    gateway = runs("--config", str(path))
+    gateway.started()
+    status, log = gateway.stop()
+    assert status == 0, log
+    [line] = [line for line in log.splitlines() if "self-test-run" in line]
+    assert " WARNING " in line, line  # the result is a warning: the status word says "system time invalid"
+    assert "time not yet synchronised" in line and "no time source configured yet" in line, line
+    assert "operations.time_sync_interval_s" in line, line  # and what to configure
