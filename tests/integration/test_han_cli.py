@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from smgw_emu.app.config import DEFAULT_CONFIG_TOML
 from smgw_emu.core.hanauth import parse_hash, verify_password
 
@@ -38,3 +40,16 @@ def test_bad_hash_input_gives_one_clear_error(tmp_path):
                       'user = "anna"\npassword_hash = "geheim"\n')
     result = run("config", "check", str(config))
     assert result.returncode == 2 and "han.consumers[0].password_hash" in result.stderr
+
+
+@pytest.mark.parametrize("stdin", ["", "geheim\n"], ids=["empty-stdin", "password-on-stdin"])
+def test_hash_password_without_a_terminal_says_to_pass_stdin(stdin):
+    """No controlling terminal (a new session, as under CI or cron) and no --stdin: one line, exit 2,
+    whether or not something waits on standard input (it is read only with --stdin)."""
+    result = subprocess.run([*CLI, "han", "hash-password"], input=stdin, capture_output=True, text=True,
+                            timeout=60, start_new_session=True)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "EOFError" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("smgw-emu: ") and "--stdin" in lines[0], result.stderr
+    assert result.stdout == ""

@@ -497,6 +497,18 @@ class Operations:
                 material.append(selftest.KeyMaterial(name, None, None, f"unreadable: {exc}"[:200]))
         return material
 
+    def _why_never_synchronised(self) -> str:
+        """For the time check of a clock never synchronised: what would synchronise it."""
+        interval = self.cfg.time_sync_interval_s
+        if interval:
+            why = (f"the gateway's first scheduled time sync (every {interval:g} s, "
+                   f"operations.time_sync_interval_s) from {self.time_source()} has not succeeded yet")
+        else:
+            why = ("no time source configured yet (operations.time_sync_interval_s = 0: the gateway asks the "
+                   "GWA's time service only when the GWA requests a time sync)")
+        error = self.time_state.get("last_error")
+        return why + (f"; the last attempt failed: {error}" if error else "")
+
     def run_self_test(self, trigger: str) -> selftest.SelfTestReport:
         """Run every check, store the result with its log entries; report it to the GWA as an
         event unless it runs at start-up (then gateway-started carries it, fig. 46)."""
@@ -506,12 +518,13 @@ class Operations:
         report = selftest.SelfTestReport(now, trigger, (
             self._check_firmware(),
             selftest.check_keys(self._key_material(), now),
-            selftest.check_time(now, last, self.max_age),
+            selftest.check_time(now, last, self.max_age, why_never=self._why_never_synchronised()),
             selftest.check_storage(gw.store.integrity_check()),
         ))
         details = report.details()
         level = {"passed": LEVEL_INFO, "warning": LEVEL_WARNING, "failed": LEVEL_FATAL}[report.result]
-        summary = ", ".join(f"{c.check} {c.outcome}" for c in report.checks)
+        summary = ", ".join(f"{c.check} {c.outcome}" + (f" ({c.detail})" if c.outcome != "passed" else "")
+                            for c in report.checks)  # a warning or failure says why
         with gw.journal.together() as tx:
             record = gw.journal("self-test-run", f"self test ({trigger}): {report.result}: {summary}", tx=tx,
                                 level=level, outcome=0 if report.result != "failed" else 1, **details)

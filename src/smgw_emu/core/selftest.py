@@ -155,9 +155,14 @@ def check_keys(material: Iterable[KeyMaterial], now: _dt.datetime) -> CheckResul
     return CheckResult("keys", "passed", f"{', '.join(names)}: keys match certificates, certificates valid")
 
 
-def check_time(now: _dt.datetime, last_sync: _dt.datetime | None, max_age: _dt.timedelta) -> CheckResult:
+def check_time(now: _dt.datetime, last_sync: _dt.datetime | None, max_age: _dt.timedelta, *,
+               why_never: str = "") -> CheckResult:
+    """`why_never`: the caller's account of why no synchronisation happened yet (e.g. no time
+    source configured yet), shown when the clock was never synchronised."""
     if last_sync is None:
-        return CheckResult("time", "warning", "the clock was never synchronised with the GWA")
+        because = f": {why_never}" if why_never else ""
+        return CheckResult("time", "warning",
+                           f"time not yet synchronised{because} (the clock was never synchronised with the GWA)")
     age = now - last_sync
     if age > max_age:
         return CheckResult("time", "warning",
