@@ -17,7 +17,6 @@ import os
 import random
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from smgw_emu.store import StateStore
 
 from .conftest import assert_transcript, gateway_config, mark, started, wait_for
 from .cosem_flow import attributes, error_of, last_record, open_channel, settled, system_events
+from tests.ports import free_port
 
 CHUNK = 1024
 NAME = "fw/smgw-2.0.0.bin"
@@ -396,9 +396,7 @@ async def test_a_broken_download_is_refused(fw_gateway, gwa, pki, case):
 
 
 async def test_gwa_unreachable_fails_and_keeps_nothing_active(pki, gwa, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
+    closed_port = free_port()
     config = gateway_config(pki, gwa, tmp_path / "state", firmware={"chunk_bytes": CHUNK})
     config = dataclasses.replace(config, gwa=dataclasses.replace(
         config.gwa, admin_service_url=f"https://127.0.0.1:{closed_port}/admin-service/"))

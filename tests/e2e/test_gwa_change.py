@@ -9,7 +9,6 @@ import datetime as _dt
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
@@ -48,6 +47,7 @@ from .keybank_flow import (
     virtual_gateway_at,
     wake_channel,
 )
+from tests.ports import free_port
 
 NEW_GWA = "GWA-NEW-0001"
 
@@ -426,9 +426,7 @@ async def test_keybank_bad_input_changes_nothing(gateway, gwa, pki, tmp_path):
 async def test_gwa_change_survives_sigkill(pki, gwa, tmp_path):
     """The gateway as a process of its own, killed with SIGKILL right after the switch and right
     after the confirmation: each time it comes back in the state the last answer announced."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        wakeup_port = s.getsockname()[1]
+    wakeup_port = free_port()
     config = gateway_config(pki, gwa, tmp_path / "state", wakeup={"port": wakeup_port})
     path = tmp_path / "gateway.toml"
     path.write_text(render_config(config))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import socket
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +35,7 @@ from smgw_emu.reference.meter import ReferenceMeter
 
 from .conftest import assert_transcript, gateway_config, mark, started, wait_for
 from .cosem_flow import attributes, error_of, last_record, open_channel, settled, system_events
+from tests.ports import free_port
 
 INITIAL_KEY = bytes(range(16))
 LMN = {"attempts": 3, "retry_interval_s": 10, "connect_timeout_s": 2, "exchange_timeout_s": 5}
@@ -231,12 +231,6 @@ async def test_fig56_event_after_pairing_meter_detection(gateway, gwa, pki, mete
 
 
 # -- failures --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def start_pairing(gateway, gwa, pki, body: bytes, meter_id: str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-import socket
 import sqlite3
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from smgw_emu.app.config import load_config
 from smgw_emu.app.gateway import Gateway
 from smgw_emu.pki import PkiDir
+from tests.ports import free_port
 
 HOST = "127.0.0.1"
 
@@ -28,10 +28,7 @@ HOST = "127.0.0.1"
 PERSISTENT_TABLES = ("ldevs", "objects", "key_banks", "kv", "firmware", "meter_values")
 
 
-def pick_free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+pick_free_port = free_port
 
 
 class OpenSslProcess:
@@ -115,9 +112,9 @@ class OpenSslProcess:
                 self._reader.cancel()
 
 
-@pytest.fixture
-def free_port():
-    return pick_free_port
+@pytest.fixture(name="free_port")
+def free_port_fixture():
+    return free_port
 
 
 @pytest.fixture

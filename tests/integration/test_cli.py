@@ -15,18 +15,13 @@ from pathlib import Path
 import pytest
 
 from smgw_emu.app.config import DEFAULT_CONFIG_TOML
+from tests.ports import free_port  # the CLI tests import it from here
 
 CLI = [sys.executable, "-m", "smgw_emu.cli"]
 
 
 def run(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(directory: Path, pki_dir: Path, **replace: str) -> Path:
