@@ -56,6 +56,15 @@ def v0_store(tmp_path) -> Path:
     return state
 
 
+def _write(db: Path, *statements: str) -> None:
+    """Change the file behind the store's back, as another program or a damaged disk would."""
+    c = sqlite3.connect(db)
+    for statement in statements:
+        c.execute(statement)
+    c.commit()
+    c.close()
+
+
 def _v1_store(tmp_path) -> Path:
     """A state directory with the fixture's data at version 1 (the v0 fixture migrated)."""
     state = tmp_path / "v1"
@@ -243,11 +252,7 @@ def test_newer_version_refused(tmp_path):
 
 def test_non_store_sqlite_file_refused_and_left_alone(tmp_path):
     db = tmp_path / StateStore.FILE_NAME
-    c = sqlite3.connect(db)
-    c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
-    c.execute("INSERT INTO notes (text) VALUES ('mine')")
-    c.commit()
-    c.close()
+    _write(db, "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)", "INSERT INTO notes (text) VALUES ('mine')")
     before = _sha(db)
     with pytest.raises(StoreError) as info:
         StateStore(tmp_path)
@@ -260,11 +265,7 @@ def test_non_store_sqlite_file_refused_and_left_alone(tmp_path):
 
 def test_sqlite_file_of_another_program_with_a_user_version_refused(tmp_path):
     db = tmp_path / StateStore.FILE_NAME
-    c = sqlite3.connect(db)
-    c.execute("CREATE TABLE settings (k TEXT, v TEXT)")
-    c.execute("PRAGMA user_version=7")
-    c.commit()
-    c.close()
+    _write(db, "CREATE TABLE settings (k TEXT, v TEXT)", "PRAGMA user_version=7")
     with pytest.raises(StoreError) as info:
         StateStore(tmp_path)
     assert _one_line_error(info) == (
@@ -274,11 +275,7 @@ def test_sqlite_file_of_another_program_with_a_user_version_refused(tmp_path):
 
 def test_unversioned_store_with_tables_missing_refused(v0_store):
     db = v0_store / StateStore.FILE_NAME
-    c = sqlite3.connect(db)
-    c.execute("DROP TABLE nonces")
-    c.execute("DROP TABLE firmware")
-    c.commit()
-    c.close()
+    _write(db, "DROP TABLE nonces", "DROP TABLE firmware")
     with pytest.raises(StoreError) as info:
         StateStore(v0_store)
     assert _one_line_error(info) == (f"{db} is not a smgw-emu state store of a known version "
@@ -288,10 +285,7 @@ def test_unversioned_store_with_tables_missing_refused(v0_store):
 
 def test_unversioned_store_with_another_meta_version_refused(v0_store):
     db = v0_store / StateStore.FILE_NAME
-    c = sqlite3.connect(db)
-    c.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-    c.commit()
-    c.close()
+    _write(db, "UPDATE meta SET value='3' WHERE key='schema_version'")
     with pytest.raises(StoreError, match=r"not a smgw-emu state store of a known version \(no user_version, "
                                          r"schema version '3' in meta\)"):
         StateStore(v0_store)
@@ -300,10 +294,7 @@ def test_unversioned_store_with_another_meta_version_refused(v0_store):
 def test_header_and_meta_disagreeing_refused(tmp_path):
     StateStore(tmp_path).close()
     db = tmp_path / StateStore.FILE_NAME
-    c = sqlite3.connect(db)
-    c.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
-    c.commit()
-    c.close()
+    _write(db, "UPDATE meta SET value='9' WHERE key='schema_version'")
     with pytest.raises(StoreError) as info:
         StateStore(tmp_path)
     assert _one_line_error(info) == (f"{db} is damaged: schema version 1 in its header but '9' in its meta table;"
