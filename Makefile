@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-timeshift bench soak pki clean
+.PHONY: run test test-timeshift bench soak mutants pki clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 ## make soak: long crash-safety campaign
 soak: $(STAMP)
 	$(BIN)/python bench/crash_campaign.py 500
+
+## make mutants: plant known faults (bench/mutants.py) and check the tests catch each one
+mutants: $(STAMP)
+	$(BIN)/python bench/mutants.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -28,6 +28,7 @@ from smgw_emu.reference.cosem_client import (
     profile_path,
 )
 from smgw_emu.reference.emt import ReferenceEmt
+from smgw_emu.reference.stream_session import ORDERLY, StreamSession
 
 from .conftest import assert_transcript, gateway_config, mark, started, wait_for
 from .cosem_flow import create, emt_profile, error_of, open_channel, provision, settled, system_events
@@ -93,6 +94,30 @@ def last_record(gateway) -> int:
     return system_events(gateway)[-1].record
 
 
+def assert_gateway_closed_orderly(*sessions: StreamSession) -> None:
+    """The gateway ended each of these legs, with TLS close_notify (not a dropped TCP connection)."""
+    for session in sessions:
+        assert session.ended_by_peer and session.ending == ORDERLY, (
+            f"{session.me} leg: ended {session.ending} ({session.ending_detail}), by the gateway: {session.ended_by_peer}")
+
+
+def assert_gateway_answered_close_notify(session: StreamSession) -> None:
+    """This side closed the leg; the gateway answered with its close_notify."""
+    assert not session.ended_by_peer and session.ending == ORDERLY, (
+        f"{session.me} leg: ended {session.ending} ({session.ending_detail})")
+
+
+async def ends_orderly(gateway, gwa, closing: StreamSession, other: StreamSession, reason: str) -> None:
+    """``closing`` ends its leg (close_notify): the gateway answers it and ends ``other`` with
+    close_notify too, then reports the close."""
+    await closing.close()
+    assert await other.wait_closed() == b""
+    assert_gateway_answered_close_notify(closing)
+    assert_gateway_closed_orderly(other)
+    [event] = await gwa.wait_event("cls-connection-closed")
+    assert event.details["reason"] == reason
+
+
 # -- the four figures ----------------------------------------------------------------------------
 
 
@@ -111,6 +136,7 @@ async def test_fig74_hks3_cls_device_reaches_its_emt(gateway, gwa, pki, emt, cls
             event.details["initiator"]) == (CLS, pki.identities.cls, pki.identities.emt, "3", "cls")
     await settled(gateway)
     assert_transcript(74, gateway, gwa, others=[emt.transcript, cls_device.transcript])
+    await ends_orderly(gateway, gwa, at_cls, at_emt, "closed-by-cls")
 
 
 async def test_fig75_hks4_gwa_triggers_the_channel(gateway, gwa, pki, emt, cls_device):
@@ -129,6 +155,7 @@ async def test_fig75_hks4_gwa_triggers_the_channel(gateway, gwa, pki, emt, cls_d
     assert (event.details["hks"], event.details["initiator"]) == ("4", "emt")
     await settled(gateway)
     assert_transcript(75, gateway, gwa, others=[emt.transcript, cls_device.transcript])
+    await ends_orderly(gateway, gwa, at_emt, at_cls, "closed-by-emt")
 
 
 async def test_fig76_hks5_standing_channel_opened_by_the_gateway(clock_gateway, gwa, pki, emt, cls_device):
@@ -147,6 +174,7 @@ async def test_fig76_hks5_standing_channel_opened_by_the_gateway(clock_gateway, 
     assert (event.details["hks"], event.details["initiator"]) == ("5", "gateway")
     await settled(gateway)
     assert_transcript(76, gateway, gwa, others=[emt.transcript, cls_device.transcript])
+    await ends_orderly(gateway, gwa, at_cls, at_emt, "closed-by-cls")
 
 
 async def test_fig77_gwa_disconnects_a_running_connection(gateway, gwa, pki, emt, cls_device):
@@ -163,6 +191,7 @@ async def test_fig77_gwa_disconnects_a_running_connection(gateway, gwa, pki, emt
     assert response.status == 200, response.text
     assert await at_emt.wait_closed(step="emt-tls-close") == b""
     assert await at_cls.wait_closed(step="han-tls-close") == b""
+    assert_gateway_closed_orderly(at_emt, at_cls)  # close_notify on both legs, not a dropped connection
     [event] = await gwa.wait_event("cls-connection-closed")
     assert (event.details["reason"], event.details["bytes-to-emt"], event.details["bytes-to-cls"]) == (
         "disconnected-by-gwa", "5", "0")
@@ -195,6 +224,8 @@ async def test_relay_keeps_the_bytes_intact_both_ways(gateway, gwa, pki, emt, cl
     assert hashlib.sha256(got_down).hexdigest() == hashlib.sha256(down).hexdigest()
     await at_emt.close()
     assert await at_cls.wait_closed() == b""
+    assert_gateway_answered_close_notify(at_emt)
+    assert_gateway_closed_orderly(at_cls)
     [event] = await gwa.wait_event("cls-connection-closed")
     assert (event.details["reason"], event.details["bytes-to-emt"], event.details["bytes-to-cls"]) == (
         "closed-by-emt", str(len(up)), str(len(down)))
@@ -211,6 +242,7 @@ async def test_session_limit_closes_both_legs_on_the_gateway_clock(clock_gateway
     gateway.clock.advance(0.5)
     assert await at_emt.wait_closed() == b""
     assert await at_cls.wait_closed() == b""
+    assert_gateway_closed_orderly(at_emt, at_cls)
     [event] = await gwa.wait_event("cls-connection-closed")
     assert (event.details["reason"], event.details["duration-s"]) == ("session-limit", "120.000")
     [entry] = [e for e in system_events(gateway) if e.event == "cls-connection-closed"]
@@ -243,6 +275,7 @@ async def test_bandwidth_limit_ends_the_connection_under_policy_close(clock_gate
     await at_cls.send(os.urandom(4000))
     assert len(await at_emt.wait_closed()) <= 1000  # at most the budget passed
     await at_cls.wait_closed()
+    assert_gateway_closed_orderly(at_emt, at_cls)
     [event] = await gwa.wait_event("cls-connection-closed")
     assert event.details["reason"] == "bandwidth-limit"
     [limited] = [e for e in system_events(gateway) if e.event == "cls-bandwidth-limited"]
@@ -284,6 +317,7 @@ async def test_a_profile_change_ends_its_connection(gateway, gwa, pki, emt, cls_
     assert (await channel.request("PUT", profile_object_path("clsprofile", CLS), body)).status == 200
     await at_emt.wait_closed()
     await at_cls.wait_closed()
+    assert_gateway_closed_orderly(at_emt, at_cls)
     [event] = await gwa.wait_event("cls-connection-closed")
     assert event.details["reason"] == "profile-changed"
 
@@ -440,7 +474,7 @@ async def test_held_back_bytes_push_back_on_the_sender(clock_gateway, gwa, pki, 
     assert len(source.reader._buffer) <= 256 * 1024  # not the 16 MiB the device sent
     assert len(await at_emt.receive_exactly(1000)) == 1000 and await at_emt.receive_some(0.1) == b""
     sending.cancel()
-    at_cls.writer.transport.abort()  # the device gives up; the EMT ends the connection
+    at_cls.abort()  # the device gives up; the EMT ends the connection
     await at_emt.close()
     [event] = await gwa.wait_event("cls-connection-closed")
     assert event.details["reason"] == "closed-by-emt"

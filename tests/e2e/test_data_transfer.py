@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import math
+from decimal import Decimal
 
 import pytest
 
@@ -294,22 +295,37 @@ async def open_channel_at_gateway_time(gateway, gwa):
     return channel
 
 
-async def past_midnight(gateway, meter_id: str) -> _dt.date:
-    """Move the clock to just before the next midnight, then over it: the meter is read at 00:00."""
+async def past_midnight(gateway, meter: ReferenceMeter) -> tuple[_dt.date, dict[str, Decimal]]:
+    """Move the clock to just before the next midnight, then over it: the meter is read at 00:00.
+    The register values change before each of these readings and after midnight's, so every
+    reading differs; returns the day that ended and the values the meter sent for its end."""
+    meter_id = meter.meter_id
     now = gateway.clock.now()
     midnight = _dt.datetime.combine(now.date() + _dt.timedelta(days=1), _dt.time(), _dt.timezone.utc)
     count = len(gateway.store.meter_values(meter_id, E180.hex()))
+    bump(meter, 1)
     gateway.clock.advance((midnight - now).total_seconds() - 1)
     await wait_for(lambda: len(gateway.store.meter_values(meter_id, E180.hex())) == count + 1)
+    bump(meter, 2)
+    sent = len(meter.readings)
     gateway.clock.advance(1)
     await wait_for(lambda: gateway.store.meter_values(meter_id, E180.hex())[-1][0] == taf.stamp(midnight))
+    assert len(meter.readings) == sent + 1
+    at_midnight = meter.readings[-1].values
+    bump(meter, 3)  # later readings: a delivery of the latest value instead of the day's would show
     gateway.clock.advance(3600)
-    return midnight.date() - _dt.timedelta(days=1)
+    return midnight.date() - _dt.timedelta(days=1), at_midnight
+
+
+def bump(meter: ReferenceMeter, step: int) -> None:
+    """Raise both registers by different amounts (the export one away from 0)."""
+    meter.registers[E180.hex()].value += 1_000 * step + 7
+    meter.registers[E280.hex()].value += 300 * step + 11
 
 
 async def taf6_readout(figure: int, gateway, gwa, pki, meter, emt, profile_id: str):
     await set_up(gateway, gwa, pki, meter, emt, profile_id, billing=False, taf=6)
-    day = await past_midnight(gateway, meter.meter_id)
+    day, at_midnight = await past_midnight(gateway, meter)
     await settled(gateway)
     mark_all(gateway, gwa, emt)
     channel = await open_channel_at_gateway_time(gateway, gwa)
@@ -321,8 +337,10 @@ async def taf6_readout(figure: int, gateway, gwa, pki, meter, emt, profile_id: s
     await settled(gateway)
     assert (document.attributes["kind"], document.attributes["taf"]) == ("taf6-day", "6")
     assert document.attributes["period-end"] == taf.stamp(_dt.datetime.combine(day + _dt.timedelta(days=1), _dt.time(), _dt.timezone.utc))
-    [value] = document.values[(meter.meter_id, "0100010800ff")]
-    assert value.time == document.attributes["period-end"] and value.value is not None
+    for obis in (E180.hex(), E280.hex()):  # the values the meter sent over the LMN at the day's end
+        [value] = document.values[(meter.meter_id, obis)]
+        assert value.time == document.attributes["period-end"], obis
+        assert value.value is not None and Decimal(value.value) == at_midnight[obis], (obis, value, at_midnight)
     assert_transcript(figure, gateway, gwa, others=[emt.transcript])
     return channel, day
 

@@ -135,6 +135,102 @@ async def test_fig2_management_channel_serves_http(gateway, gwa):
     assert_transcript(2, gateway, gwa)
 
 
+def _retries(gateway: Gateway) -> list[tuple[int, int, float]]:
+    """(attempt, attempts, next delay) of each logged MANAGEMENT retry."""
+    return [(int(e.details["attempt"]), int(e.details["attempts"]), float(e.details["next_delay_s"]))
+            for e in events(gateway, "management-connect-retry")]
+
+
+def _connect_failures(gateway: Gateway) -> int:
+    failed = events(gateway, "management-channel-failed")
+    assert {e.details["reason"] for e in failed} <= {"connect-failed"}
+    return len(failed)
+
+
+async def _fail_attempts(gateway: Gateway, count: int) -> None:
+    """Let the gateway fail `count` more connects, advancing its virtual clock by each backoff."""
+    for _ in range(count):
+        before = _connect_failures(gateway)
+        await wait_for(lambda: len(_retries(gateway)) == before)
+        gateway.clock.advance(_retries(gateway)[-1][2])
+        await wait_for(lambda: _connect_failures(gateway) == before + 1)
+
+
+async def test_fig2_gwa_unreachable_gateway_retries_until_gwa_listens(virtual_gateway, gwa):
+    gateway = virtual_gateway
+    await gwa.stop_listening_management()  # the GWA's MANAGEMENT endpoint is down
+    gwa.send_wakeup(gateway.wakeup_address, gateway.id)
+    await wait_for(lambda: len(_retries(gateway)) == 1)
+    assert _connect_failures(gateway) == 1
+    await _fail_attempts(gateway, 2)  # attempts 2 and 3 fail, each after its backoff
+    await wait_for(lambda: len(_retries(gateway)) == 3)
+    ch = gateway.config.channels
+    attempts = 1 + ch.management_max_retries
+    assert _retries(gateway) == [(1, attempts, ch.retry_initial_s), (2, attempts, 2 * ch.retry_initial_s),
+                                 (3, attempts, 4 * ch.retry_initial_s)]
+    # a wake-up while retrying starts no second connection or retry loop
+    gwa.send_wakeup(gateway.wakeup_address, gateway.id)
+    await wait_for(lambda: len(events(gateway, "wakeup-ignored")) == 1)
+    await asyncio.sleep(0.1)
+    assert _connect_failures(gateway) == 3 and len(_retries(gateway)) == 3
+    # the GWA comes back: the next retry, on the gateway clock, opens the channel
+    await gwa.listen_management()
+    gateway.clock.advance(_retries(gateway)[-1][2] - 0.001)
+    await asyncio.sleep(0.1)
+    assert gwa.pending_channels() == 0 and gateway.management is None
+    gateway.clock.advance(0.001)
+    channel = await gwa.wait_channel()
+    await wait_for(lambda: gateway.management is not None and gateway.management.authenticated())
+    assert (await channel.request("GET", "/smgw/info")).status == 200
+    assert gateway.channels_opened == 1 and _connect_failures(gateway) == 3 and len(_retries(gateway)) == 3
+    assert not events(gateway, "management-connect-abandoned")
+
+
+async def test_fig2_gwa_unreachable_retries_stop_at_the_bound(pki, gwa, tmp_path):
+    clock = VirtualClock(_dt.datetime.now(_dt.timezone.utc))
+    config = gateway_config(pki, gwa, tmp_path / "state", clock={"mode": "virtual"},
+                            channels={"management_max_retries": 3, "retry_initial_s": 1.0, "retry_max_s": 3.0})
+    gateway = await started(Gateway(config, clock=clock), gwa)
+    try:
+        await gwa.stop_listening_management()
+        gwa.send_wakeup(gateway.wakeup_address, gateway.id)
+        await wait_for(lambda: len(_retries(gateway)) == 1)
+        await _fail_attempts(gateway, 3)
+        await wait_for(lambda: events(gateway, "management-connect-abandoned"))
+        assert _retries(gateway) == [(1, 4, 1.0), (2, 4, 2.0), (3, 4, 3.0)]  # doubling, capped at retry_max_s
+        abandoned = events(gateway, "management-connect-abandoned")
+        assert [(e.details["attempt"], e.details["attempts"]) for e in abandoned] == [("4", "4")]
+        assert abandoned[0].level == 3 and abandoned[0].outcome == 1
+        clock.advance(3600)  # nothing more happens: no timer left behind
+        await asyncio.sleep(0.1)
+        assert _connect_failures(gateway) == 4 and len(_retries(gateway)) == 3
+        assert gateway._connecting.done() and not gateway.management_busy
+        # the next wake-up starts over, and reaches the GWA that is back
+        await gwa.listen_management()
+        gwa.send_wakeup(gateway.wakeup_address, gateway.id, created_at=clock.now())  # on the gateway's time
+        await gwa.wait_channel()
+        await wait_for(lambda: gateway.management is not None and gateway.management.authenticated())
+        assert _connect_failures(gateway) == 4
+    finally:
+        await gateway.stop()
+
+
+async def test_fig2_gateway_stop_cancels_management_retries(pki, gwa, tmp_path):
+    clock = VirtualClock(_dt.datetime.now(_dt.timezone.utc))
+    config = gateway_config(pki, gwa, tmp_path / "state", clock={"mode": "virtual"})
+    gateway = await started(Gateway(config, clock=clock), gwa)
+    await gwa.stop_listening_management()
+    gwa.send_wakeup(gateway.wakeup_address, gateway.id)
+    await wait_for(lambda: len(_retries(gateway)) == 1)
+    retrying = gateway._connecting
+    await asyncio.wait_for(gateway.stop(), 10)
+    assert retrying.cancelled()
+    await gwa.listen_management()
+    clock.advance(3600)
+    await asyncio.sleep(0.1)
+    assert gwa.pending_channels() == 0 and gateway.journal.counters["management-channel-failed"] == 1
+
+
 async def test_fig3_gwa_closes_management_channel(gateway, gwa):
     channel = await open_channel(gateway, gwa)
     assert (await channel.request("GET", "/smgw/info", step="get-info")).status == 200

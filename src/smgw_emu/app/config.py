@@ -56,6 +56,7 @@ auth_timeout_s = 900
 max_session_lifetime_s = 172800   # 48 h, TR-03116-3
 retry_initial_s = 1
 retry_max_s = 300
+management_max_retries = 8        # after a failed MANAGEMENT connect (GWA unreachable); 0 = none
 
 [tls]
 profile = "wan"
@@ -159,6 +160,9 @@ class ChannelsSection:
     max_session_lifetime_s: float = 172800
     retry_initial_s: float = 1
     retry_max_s: float = 300
+    #: [ours] MANAGEMENT channel: retries after a failed connect, retry_initial_s doubling to
+    #: retry_max_s between them (docs/decisions.md "Channel timing"); 0 = one attempt only.
+    management_max_retries: int = 8
 
 
 @dataclass(frozen=True)
@@ -361,8 +365,10 @@ def parse_config(text: str, *, base_dir: Path | None = None, source: str = "<str
     _check_https_url("gwa.info_report_url", gwa.info_report_url)
     ch: ChannelsSection = sections["channels"]
     for f in fields(ch):
-        if getattr(ch, f.name) <= 0:
+        if f.name != "management_max_retries" and getattr(ch, f.name) <= 0:
             raise ConfigError(f"channels.{f.name}: must be a positive number of seconds")
+    if not 0 <= ch.management_max_retries <= 255:  # the communication profile's max_retries is unsigned
+        raise ConfigError("channels.management_max_retries: must lie in 0..255")
     if ch.max_session_lifetime_s > 48 * 3600:
         raise ConfigError("channels.max_session_lifetime_s: TR-03116-3 allows at most 48 h (172800 s) on the WAN")
     if ch.retry_initial_s > ch.retry_max_s:

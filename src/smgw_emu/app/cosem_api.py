@@ -172,7 +172,7 @@ class CosemApi:
             "tls_certificate": gwa.tls_certificate_der, "signature_certificate": gwa.signature_certificate_der,
             "encryption_certificate": gwa.encryption_certificate_der,
             "idle_timeout_s": max(1, round(channels.idle_timeout_s)),
-            "retry_interval_s": max(1, round(channels.retry_initial_s)), "max_retries": 0,
+            "retry_interval_s": max(1, round(channels.retry_initial_s)), "max_retries": channels.management_max_retries,
             "container_profile": "default",
         }
         built = {spec.attribute_named(k).index: spec.attribute_named(k).spec.build(v, k) for k, v in values.items()}

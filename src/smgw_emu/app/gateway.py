@@ -19,7 +19,7 @@ from smgw_emu.app.han import HanConsumerService
 from smgw_emu.app.firmware import FirmwareService
 from smgw_emu.app.operating import OperatingStateService
 from smgw_emu.app.operations import Operations
-from smgw_emu.app.journal import LEVEL_WARNING, Journal
+from smgw_emu.app.journal import LEVEL_ERROR, LEVEL_WARNING, Journal
 from smgw_emu.app.meterchange import MeterChangeService
 from smgw_emu.app.meters import MeterService
 from smgw_emu.app.keybanks import KeyBankService
@@ -103,6 +103,7 @@ class Gateway:
         self.router: Router | None = None
         self.channels_opened = 0
         self._pending_wakeup_at: float | None = None
+        self._stopping = False
         self._peer_check: PeerCheck | None = None
         #: Called with each MANAGEMENT channel once it is open and in AUTH (e.g. 6.6.8 in app/keybanks.py).
         self.on_channel_opened: list = []
@@ -114,6 +115,7 @@ class Gateway:
         from smgw_emu.store import StoreError
 
         cfg = self.config
+        self._stopping = False
         try:
             self.pki = PkiDir.open(cfg.gateway.pki_dir)
         except PkiError as exc:
@@ -189,8 +191,15 @@ class Gateway:
         self.operations.after_start()  # 6.5.2: a changed WAN address is reported
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.wakeup_listener:
             await self.wakeup_listener.close()
+        if self._connecting and not self._connecting.done():  # a connect or its retries (5.2)
+            self._connecting.cancel()
+            try:
+                await self._connecting
+            except (asyncio.CancelledError, Exception):
+                pass
         if self.management and self.management.is_open:
             self.management.close("gateway-stopping")
             try:
@@ -270,7 +279,11 @@ class Gateway:
         with self.journal.together() as tx:  # the nonce and the log entry in one commit
             if expires is not None:
                 tx.remember_nonce(decision.content.nonce, expires.isoformat(), now.isoformat())
-            if busy:
+            if busy and self._connecting is not None and not self._connecting.done():
+                # Connecting or retrying already (5.2): no second attempt, no second retry loop.
+                self.journal("wakeup-ignored", f"valid wake-up from {addr[0]} while connecting to the GWA: no second connection attempt",
+                             source=addr[0])
+            elif busy:
                 # No second channel. But a GWA that has just closed the channel may wake us before
                 # the close reached us: keep the wake-up pending for a moment (docs/decisions.md).
                 self._pending_wakeup_at = self.clock.monotonic()
@@ -281,7 +294,7 @@ class Gateway:
                              source=addr[0])
         if busy:
             return
-        self._connecting = asyncio.create_task(self.connect_management("wakeup"))
+        self._connecting = asyncio.create_task(self.connect_management_retrying("wakeup"), name=f"{self.id}-connect")
 
     def _on_wakeup_rejected(self, reason: str, addr, details=None) -> None:
         assert self.journal is not None
@@ -299,8 +312,43 @@ class Gateway:
         connecting = self._connecting is not None and not self._connecting.done()
         return connecting or (self.management is not None and self.management.is_open)
 
+    async def connect_management_retrying(self, trigger: str = "api") -> ManagementChannel | None:
+        """Open the MANAGEMENT channel; while the GWA is unreachable (connect-failed), retry
+        `[channels] management_max_retries` times, `retry_initial_s` doubling to `retry_max_s` apart
+        on the gateway clock (docs/decisions.md "Channel timing"). A failed handshake or a rejected
+        peer is not retried: the next attempt would meet the same certificate."""
+        assert self.journal is not None
+        ch = self.config.channels
+        attempts = 1 + ch.management_max_retries
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._open_management()
+            except ChannelError as exc:
+                if exc.reason != "connect-failed" or self._stopping:
+                    return None
+                if attempt == attempts:
+                    self.journal("management-connect-abandoned",
+                                 f"MANAGEMENT channel to {self.gwa.host}:{self.gwa.management_port}: attempt {attempt} of {attempts} failed;"
+                                 " no further attempt until the next wake-up", level=LEVEL_ERROR, outcome=1,
+                                 attempt=attempt, attempts=attempts, trigger=trigger)
+                    return None
+                delay = min(ch.retry_max_s, ch.retry_initial_s * 2 ** (attempt - 1))
+                self.journal("management-connect-retry",
+                             f"MANAGEMENT channel to {self.gwa.host}:{self.gwa.management_port}: attempt {attempt} of {attempts} failed;"
+                             f" next attempt in {delay:g} s", level=LEVEL_WARNING, outcome=1,
+                             attempt=attempt, attempts=attempts, next_delay_s=f"{delay:g}", trigger=trigger)
+                await self.timers.sleep(delay)
+        return None
+
     async def connect_management(self, trigger: str = "api") -> ManagementChannel | None:
-        """Open the MANAGEMENT channel to the GWA of the communication profile."""
+        """Open the MANAGEMENT channel to the GWA of the communication profile (one attempt)."""
+        try:
+            return await self._open_management()
+        except ChannelError:
+            return None
+
+    async def _open_management(self) -> ManagementChannel:
+        """One attempt at the MANAGEMENT channel; raises ChannelError (logged by the channel)."""
         assert self.router is not None and self.journal is not None
         ch = self.config.channels
         channel = ManagementChannel(
@@ -310,10 +358,7 @@ class Gateway:
             journal=self.journal, max_request_bytes=self.config.policy.max_request_bytes,
             connect_timeout=ch.connect_timeout_s,
         )
-        try:
-            await channel.open()
-        except ChannelError:
-            return None
+        await channel.open()
         self.management = channel
         self.channels_opened += 1
         self._pending_wakeup_at = None
@@ -333,7 +378,7 @@ class Gateway:
         if self.clock.monotonic() - pending <= PENDING_WAKEUP_GRACE_S and not self.management_busy:
             assert self.journal is not None
             self.journal("wakeup-pending-served", "channel closed right after a wake-up: connecting to the GWA for it")
-            self._connecting = asyncio.create_task(self.connect_management("wakeup"))
+            self._connecting = asyncio.create_task(self.connect_management_retrying("wakeup"), name=f"{self.id}-connect")
 
     # -- routes of this layer ----------------------------------------------------------------
     def _install_routes(self, router: Router) -> None:

@@ -10,7 +10,7 @@ end of a CLS connection (Lastenheft 6.8).
   send and receive raw bytes through the `StreamSession`.
 
 Its transcript (channel "han") holds the TLS set-up, the SOCKS5 messages, every message and the
-gateway's close.
+gateway's close; each session records how the gateway ended it (`StreamSession.ending`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from smgw_emu.net.tls import PROFILES, TlsProfile, client_context, server_context
 from smgw_emu.pki import PkiDir
-from smgw_emu.reference.stream_session import StreamServer, StreamSession
+from smgw_emu.reference.stream_session import StreamServer, StreamSession, open_session
 from smgw_emu.reference.transcript import Transcript
 
 CLS, SMGW = "CLS", "SMGW"
@@ -78,10 +78,9 @@ class ReferenceClsDevice(StreamServer):
     # -- HKS 3: the device connects through the gateway ---------------------------------------
     async def open_tls(self, gateway: tuple[str, int], timeout: float = 10.0) -> StreamSession:
         """TLS to the gateway's HAN interface, no SOCKS yet (raises on a refused handshake)."""
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(gateway[0], gateway[1], ssl=self.client_context, ssl_handshake_timeout=timeout),
-            timeout)
-        session = StreamSession(reader, writer, self.transcript, me=CLS, channel="han")
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(gateway[0], gateway[1]), timeout)
+        session = await open_session(reader, writer, self.client_context, self.transcript, me=CLS, channel="han",
+                                     server_side=False, timeout=timeout)
         self.transcript.add("han-tls-connect", CLS, SMGW, "han", f"{session.peer_id} {session.tls_version} {session.cipher}")
         self.sessions.append(session)
         return session

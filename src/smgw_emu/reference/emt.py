@@ -4,7 +4,8 @@ Every WAN connection is opened by the gateway (docs/domain.md §1), so the EMT i
 presents its TLS certificate (``emt-tls`` of the test SM-PKI, or another entity's to play a wrong
 EMT), demands the gateway's, and hands each accepted connection to the test as a
 `StreamSession`. Its transcript (channel "emt") holds the connection set-up, every message it
-sends or receives and the gateway's close.
+sends or receives and the gateway's close; each session records how the gateway ended it
+(`StreamSession.ending`: TLS close_notify or an abort).
 
     async with ReferenceEmt(pki) as emt:
         ...  # profile: host 127.0.0.1, port emt.port, tls_certificate emt-tls

@@ -198,6 +198,7 @@ class ReferenceGwa:
         self._channel_arrived = asyncio.Condition()
         self.channels: list[GwaChannel] = []
         self._server: asyncio.Server | None = None
+        self._closed_servers: list[asyncio.Server] = []
         self._runner: web.AppRunner | None = None
         self._site_port = 0
         self._report_waiters: list[asyncio.Future] = []
@@ -205,10 +206,7 @@ class ReferenceGwa:
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> "ReferenceGwa":
-        self._server = await asyncio.start_server(
-            self._accept_management, self.host, self._management_port, ssl=self.tls_context,
-            ssl_handshake_timeout=10,
-        )
+        await self.listen_management()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/admin-service/time", self._time_service)  # before the catch-all below
         app.router.add_get("/admin-service/{name:.+}", self._admin_service)
@@ -220,13 +218,33 @@ class ReferenceGwa:
         self._site_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
 
+    async def listen_management(self) -> None:
+        """Accept MANAGEMENT channels (again: on the port of the first start, so that a gateway
+        personalised with it reaches this GWA once it is back)."""
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(
+            self._accept_management, self.host, self._management_port, ssl=self.tls_context,
+            ssl_handshake_timeout=10,
+        )
+        self._management_port = self._server.sockets[0].getsockname()[1]
+
+    async def stop_listening_management(self) -> None:
+        """Refuse MANAGEMENT connections (the GWA is unreachable) until `listen_management()`;
+        the ADMIN-SERVICE and INFO-REPORT endpoint stays up. Open channels stay open."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()  # the listening socket closes now; wait_closed() would wait for open channels
+            self._closed_servers.append(server)
+
     async def stop(self) -> None:
         for channel in self.channels:
             if not channel.closed:
                 await channel.close()
-        if self._server:
-            self._server.close()
-            await self._server.wait_closed()
+        await self.stop_listening_management()
+        for server in self._closed_servers:
+            await server.wait_closed()
+        self._closed_servers.clear()
         if self._runner:
             await self._runner.cleanup()
 
@@ -238,8 +256,8 @@ class ReferenceGwa:
 
     @property
     def management_port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        assert self._management_port, "the GWA has not listened for MANAGEMENT channels yet"
+        return self._management_port
 
     @property
     def service_port(self) -> int:

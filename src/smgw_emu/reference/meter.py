@@ -9,7 +9,8 @@ file authenticated as `core/lmn.py` says, with its current key, or for a key cha
 its initial key (the manufacturer's key: a crypto reset without pairing, fig. 32).
 
 It holds its identity (meter id, certificate), its initial and current key, whom it is paired
-with, and its register values. Everything it sees goes into a `Transcript` on channel "lmn",
+with, and its register values; `readings` keeps every reading it sent (the values of each GetList
+answer, so a test can compare what the gateway delivers with them). Everything it sees goes into a `Transcript` on channel "lmn",
 with the catalogue's step ids:
 
     lmn-tls-connect            SMGW -> METER   a TLS connection was established
@@ -29,6 +30,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -49,6 +51,14 @@ class Register:
     value: int          # raw, before the scaler
     scaler: int = -1    # 10**scaler: tenths of Wh
     unit: int = 30      # Wh
+
+
+@dataclass(frozen=True)
+class SentReading:
+    """One GetList answer: obis (hex) -> value (raw * 10**scaler, in the register's unit)."""
+
+    values: dict[str, Decimal]
+    status: int
 
 
 class ReferenceMeter:
@@ -76,6 +86,7 @@ class ReferenceMeter:
         self.answering = asyncio.Event()       # clear it to hold answers (a slow meter): `hold()` / `release()`
         self.answering.set()
         self.files_received = 0
+        self.readings: list[SentReading] = []
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
@@ -201,6 +212,8 @@ class ReferenceMeter:
             ) + (sml.ListEntry(lmn.DEVICE_ID, self.identity.server_id),)
             body = sml.GetListResponse(self.identity.server_id, entries, client_id=opening.client_id,
                                        act_sensor_time=sml.SmlTime(now))
+            self.readings.append(SentReading(
+                {obis: Decimal(reg.value).scaleb(reg.scaler) for obis, reg in self.registers.items()}, self.status))
             return self._reply(opening, transaction, body, key, "sml-list")
         return self._attention(opening, transaction, lmn.ATTENTION_UNKNOWN_REQUEST, key, f"{request.NAME} not served")
 
