@@ -344,11 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gwa = sub.add_parser("gwa", help="the reference GWA")
     gwa_sub = gwa.add_subparsers(dest="action", required=True)
+    exits = ("exit status: 0 when every answer is below 400, 1 when the gateway answered 4xx or 5xx "
+             "(the response is printed), 2 when the command failed (no channel, bad input)")
     for name, text in (("demo", "wake the gateway, discover it, print the transcript"),
                        ("serve", "run the GWA endpoints and wait"),
                        ("request", "wake the gateway and send one request")):
-        exits = ("exit status: 0 when every answer is below 400, 1 when the gateway answered 4xx or 5xx "
-                 "(the response is printed), 2 when the command failed (no channel, bad input)")
         p = gwa_sub.add_parser(name, help=text, description=text, epilog=exits if name != "serve" else None)
         p.add_argument("--config", help="the gateway's configuration file (for addresses and ids)")
         p.add_argument("--pki", help="PKI directory (default: gateway.pki_dir of the configuration)")

@@ -194,7 +194,8 @@ class Gateway:
         self._stopping = True
         if self.wakeup_listener:
             await self.wakeup_listener.close()
-        if self._connecting and not self._connecting.done():  # a connect or its retries (5.2)
+        if self._connect_in_progress:
+            assert self._connecting is not None
             self._connecting.cancel()
             try:
                 await self._connecting
@@ -279,7 +280,7 @@ class Gateway:
         with self.journal.together() as tx:  # the nonce and the log entry in one commit
             if expires is not None:
                 tx.remember_nonce(decision.content.nonce, expires.isoformat(), now.isoformat())
-            if busy and self._connecting is not None and not self._connecting.done():
+            if busy and self._connect_in_progress:
                 # Connecting or retrying already (5.2): no second attempt, no second retry loop.
                 self.journal("wakeup-ignored", f"valid wake-up from {addr[0]} while connecting to the GWA: no second connection attempt",
                              source=addr[0])
@@ -294,6 +295,10 @@ class Gateway:
                              source=addr[0])
         if busy:
             return
+        self._start_connecting()
+
+    def _start_connecting(self) -> None:
+        """The MANAGEMENT connect for a wake-up, retried while the GWA is unreachable (5.2)."""
         self._connecting = asyncio.create_task(self.connect_management_retrying("wakeup"), name=f"{self.id}-connect")
 
     def _on_wakeup_rejected(self, reason: str, addr, details=None) -> None:
@@ -308,9 +313,13 @@ class Gateway:
         self.verifier.restore_nonces({bytes(n): _dt.datetime.fromisoformat(t) for n, t in stored}, now)
 
     @property
+    def _connect_in_progress(self) -> bool:
+        """A MANAGEMENT connect, or its retries (5.2), is running."""
+        return self._connecting is not None and not self._connecting.done()
+
+    @property
     def management_busy(self) -> bool:
-        connecting = self._connecting is not None and not self._connecting.done()
-        return connecting or (self.management is not None and self.management.is_open)
+        return self._connect_in_progress or (self.management is not None and self.management.is_open)
 
     async def connect_management_retrying(self, trigger: str = "api") -> ManagementChannel | None:
         """Open the MANAGEMENT channel; while the GWA is unreachable (connect-failed), retry
@@ -378,7 +387,7 @@ class Gateway:
         if self.clock.monotonic() - pending <= PENDING_WAKEUP_GRACE_S and not self.management_busy:
             assert self.journal is not None
             self.journal("wakeup-pending-served", "channel closed right after a wake-up: connecting to the GWA for it")
-            self._connecting = asyncio.create_task(self.connect_management_retrying("wakeup"), name=f"{self.id}-connect")
+            self._start_connecting()
 
     # -- routes of this layer ----------------------------------------------------------------
     def _install_routes(self, router: Router) -> None:

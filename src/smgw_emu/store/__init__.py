@@ -276,10 +276,10 @@ class StateStore:
             self._c.execute("PRAGMA busy_timeout=5000")
             # Look before writing anything: a file that is refused is left as it is (not even
             # switched to WAL).
-            self._version_found(len(migrations))
+            found = self._version_found(len(migrations))
             self._c.execute("PRAGMA journal_mode=WAL")
             self._c.execute(f"PRAGMA synchronous={self.DURABILITY[durability]}")
-            self._migrate(migrations)
+            self._migrate(migrations, found)
             self._c.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
@@ -322,11 +322,12 @@ class StateStore:
                              "its meta table; not opened")
         return version
 
-    def _migrate(self, migrations: Mapping[int, Migration]) -> None:
-        """Bring the store to the highest version of `migrations`, in one transaction."""
+    def _migrate(self, migrations: Mapping[int, Migration], found: int) -> None:
+        """Bring the store from version `found` to the highest version of `migrations`, in one
+        transaction."""
         target = len(migrations)
-        self.schema_version = self._version_found(target)
-        if self.schema_version == target:
+        self.schema_version = found
+        if found == target:
             return
         # Off for the migration (a rebuilt table would cascade or fail halfway); foreign_key_check
         # before COMMIT instead. __init__ switches it on again.
